@@ -1,0 +1,342 @@
+//! What every HTTP endpoint shares: its tunables ([`ApiConfig`]), JSON errors with a stable
+//! `code`, authorization of a request for a document and a right, and document names taken
+//! from paths and queries.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ConnectInfo;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tandem_core::{AuthError, DocError, DocName, Grant, Rights, StoreError, UpdateError};
+use tracing::warn;
+
+use crate::{auth, Tandem};
+
+/// How often an idle event stream sends a `ping` comment, so proxies keep it open.
+pub const DEFAULT_SSE_PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Shortest time between two whole-document JSON events of one `?format=json` stream: a
+/// dashboard needs a few frames a second, not one per keystroke.
+pub const DEFAULT_SSE_JSON_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Documents one multiplexed event stream (`GET /events?doc=…`) may follow; more: 400. Each is a
+/// peer of its document.
+pub const DEFAULT_MAX_STREAM_DOCS: usize = 32;
+
+/// Documents in one page of `GET /docs` unless the request asks for fewer.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// Most documents one page of `GET /docs` may ask for; more: 400.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Documents `GET /status` shows with their peer counts (the busiest).
+pub const DEFAULT_STATUS_TOP: usize = 10;
+
+/// Tunables of the HTTP API (REST, event streams, status), each with the default the binary
+/// uses.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// See [`DEFAULT_SSE_PING_INTERVAL`].
+    pub sse_ping_interval: Duration,
+    /// See [`DEFAULT_SSE_JSON_INTERVAL`].
+    pub sse_json_interval: Duration,
+    /// See [`DEFAULT_MAX_STREAM_DOCS`].
+    pub max_stream_docs: usize,
+    /// See [`DEFAULT_STATUS_TOP`].
+    pub status_top: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            sse_ping_interval: DEFAULT_SSE_PING_INTERVAL,
+            sse_json_interval: DEFAULT_SSE_JSON_INTERVAL,
+            max_stream_docs: DEFAULT_MAX_STREAM_DOCS,
+            status_top: DEFAULT_STATUS_TOP,
+        }
+    }
+}
+
+/// An HTTP API error: a status and a JSON body `{"code", "message"}`. The code is stable and
+/// meant for programs; the message is for people and may change.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(crate) fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint")
+    }
+
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        )
+    }
+
+    pub(crate) fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// The error for a failed store operation; the cause is logged, never shown.
+    pub(crate) fn store(error: &StoreError) -> Self {
+        match error {
+            StoreError::Unsupported(what) => Self::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_supported",
+                format!("the store does not support {what}"),
+            ),
+            other => {
+                warn!(error = %other, "store failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_failed",
+                    "the store failed",
+                )
+            }
+        }
+    }
+}
+
+impl From<DocError> for ApiError {
+    fn from(error: DocError) -> Self {
+        match error {
+            DocError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
+            DocError::Store(error) => Self::store(&error),
+            DocError::Deleted => Self::new(
+                StatusCode::CONFLICT,
+                "deleted",
+                "the document was deleted meanwhile",
+            ),
+            DocError::Unloaded => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the document is busy unloading; try again",
+            ),
+            DocError::Aborted => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the operation failed",
+            ),
+        }
+    }
+}
+
+impl From<UpdateError> for ApiError {
+    fn from(error: UpdateError) -> Self {
+        match error {
+            UpdateError::Malformed => {
+                Self::bad_request("invalid_update", "the body is not a Yjs v1 update")
+            }
+            UpdateError::TooLarge { limit } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "document_too_large",
+                format!("the update would make the document larger than {limit} bytes"),
+            ),
+            UpdateError::Invalid(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "update_not_integrated",
+                "the update decoded but could not be integrated",
+            ),
+            UpdateError::Document(error) => error.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "code": self.code, "message": self.message }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Authorizes a request for `doc`, requiring `needed`.
+pub(crate) async fn authorize(
+    tandem: &Tandem,
+    parts: &Parts,
+    doc: &DocName,
+    needed: Rights,
+) -> Result<Grant, ApiError> {
+    let credentials = credentials(tandem, parts);
+    let grant = tandem
+        .inner
+        .authorizer
+        .authorize(&credentials, doc)
+        .await
+        .map_err(auth_error)?;
+    require(&grant, needed)?;
+    Ok(grant)
+}
+
+/// Authorizes a request for every document whose name starts with `prefix`, requiring `needed`.
+pub(crate) async fn authorize_prefix(
+    tandem: &Tandem,
+    parts: &Parts,
+    prefix: &[u8],
+    needed: Rights,
+) -> Result<Grant, ApiError> {
+    let credentials = credentials(tandem, parts);
+    let grant = tandem
+        .inner
+        .authorizer
+        .authorize_prefix(&credentials, prefix)
+        .await
+        .map_err(auth_error)?;
+    require(&grant, needed)?;
+    Ok(grant)
+}
+
+fn credentials(tandem: &Tandem, parts: &Parts) -> tandem_core::Credentials {
+    auth::credentials(
+        parts,
+        remote_addr(parts),
+        tandem.config().token_cookie.as_deref(),
+    )
+}
+
+pub(crate) fn remote_addr(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
+
+fn require(grant: &Grant, needed: Rights) -> Result<(), ApiError> {
+    if grant.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the token has expired",
+        ));
+    }
+    if grant.rights.contains(needed) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {:?} right", needed),
+        ))
+    }
+}
+
+fn auth_error(error: AuthError) -> ApiError {
+    match error {
+        AuthError::Unauthenticated(reason) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", reason)
+        }
+        AuthError::Forbidden(reason) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason),
+    }
+}
+
+/// A document name from percent-encoded bytes, checked against the length limit.
+pub(crate) fn doc_name(tandem: &Tandem, raw: &[u8]) -> Result<DocName, ApiError> {
+    checked_name(tandem, percent_encoding::percent_decode(raw).collect())
+}
+
+/// A document name from decoded bytes, checked against the length limit.
+pub(crate) fn checked_name(tandem: &Tandem, bytes: Vec<u8>) -> Result<DocName, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_document",
+            "no document name",
+        ));
+    }
+    let limit = tandem.config().max_doc_name_bytes;
+    if bytes.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "name_too_long",
+            format!("document name longer than {limit} bytes"),
+        ));
+    }
+    Ok(DocName::from(bytes))
+}
+
+/// The values of one query parameter, percent-decoded to bytes (`+` is a space), in order.
+pub(crate) fn query_values(query: Option<&str>, key: &str) -> Vec<Vec<u8>> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (name == key).then(|| {
+                let value = value.replace('+', " ");
+                percent_encoding::percent_decode_str(&value).collect()
+            })
+        })
+        .collect()
+}
+
+/// The first value of a query parameter as UTF-8.
+pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query_values(query, key)
+        .into_iter()
+        .next()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// An RFC 3339 timestamp with milliseconds.
+pub(crate) fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded_bytes() {
+        let query = Some("doc=a%2Fb&x=1&doc=%C3%A9t%C3%A9&doc=%FF+x&token=t");
+        assert_eq!(
+            query_values(query, "doc"),
+            [
+                b"a/b".to_vec(),
+                "été".as_bytes().to_vec(),
+                vec![0xff, b' ', b'x']
+            ]
+        );
+        assert_eq!(query_value(query, "x").as_deref(), Some("1"));
+        assert!(query_values(None, "doc").is_empty());
+    }
+}

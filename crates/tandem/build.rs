@@ -1,0 +1,131 @@
+//! Builds the web demo into the binary: copies the built `web-demo/dist` (`npm run build
+//! --prefix web-demo`) into `OUT_DIR` and writes the table of its files that `src/web.rs`
+//! includes. Without a build there, the table holds one placeholder page that says how to
+//! make one. Nothing is written into the source tree.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::{env, fs, io};
+
+/// The page served when the binary was built without the web demo.
+const PLACEHOLDER: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Tandem</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#1f2933}code{background:#f0f2f5;padding:.1rem .3rem;border-radius:4px}</style>
+</head>
+<body>
+<h1>Tandem is running</h1>
+<p>This binary was built without the web demo. Build the demo and the server together with
+<code>./scripts/serve.sh</code>, or run <code>npm ci --prefix web-demo &amp;&amp; npm run build --prefix web-demo</code>
+and rebuild <code>tandem</code>.</p>
+<p>y-websocket clients connect to <code>ws://HOST/ws/{document}</code>; <code>/openapi.json</code> describes the HTTP API.</p>
+</body>
+</html>
+"#;
+
+fn main() -> io::Result<()> {
+    let manifest_dir = env_path("CARGO_MANIFEST_DIR")?;
+    let out_dir = env_path("OUT_DIR")?;
+    let demo = manifest_dir.join("../../web-demo");
+    let dist = demo.join("dist");
+    let web = out_dir.join("web");
+    if web.exists() {
+        fs::remove_dir_all(&web)?;
+    }
+    fs::create_dir_all(&web)?;
+
+    println!("cargo::rerun-if-changed=build.rs");
+    let built = dist.join("index.html").is_file();
+    if built {
+        println!("cargo::rerun-if-changed={}", dist.display());
+        copy_dir(&dist, &web)?;
+    } else {
+        // Watching the demo's folder notices `dist` when a build creates it.
+        println!("cargo::rerun-if-changed={}", demo.display());
+        fs::write(web.join("index.html"), PLACEHOLDER)?;
+    }
+
+    let mut files = Vec::new();
+    list_files(&web, &mut files)?;
+    files.sort();
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "/// Whether `web-demo/dist` was built into this binary (otherwise: a placeholder page).\n\
+         const DEMO_BUILT: bool = {built};\n\n\
+         /// Every file of the web demo, by URL path.\n\
+         static ASSETS: &[Asset] = &["
+    );
+    for file in &files {
+        let relative = file
+            .strip_prefix(&web)
+            .map_err(|error| io::Error::other(error.to_string()))?;
+        let url_path = relative
+            .components()
+            .map(|component| component.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let absolute = file
+            .to_str()
+            .ok_or_else(|| io::Error::other(format!("{} is not UTF-8", file.display())))?;
+        let _ = writeln!(
+            table,
+            "    Asset {{ path: {:?}, content_type: {:?}, body: include_bytes!({:?}) }},",
+            format!("/{url_path}"),
+            content_type(file),
+            absolute
+        );
+    }
+    table.push_str("];\n");
+    fs::write(out_dir.join("web_assets.rs"), table)
+}
+
+fn env_path(name: &str) -> io::Result<PathBuf> {
+    env::var_os(name)
+        .map(PathBuf::from)
+        .ok_or_else(|| io::Error::other(format!("{name} is not set")))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+fn list_files(dir: &Path, files: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            list_files(&entry.path(), files)?;
+        } else {
+            files.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The `Content-Type` of a built file, by extension; what Vite emits is in here.
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|ext| ext.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("webmanifest") => "application/manifest+json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("woff2") => "font/woff2",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
