@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# CI builds once from a clean clone: incremental caches would only cost it disk space.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 step "installing test dependencies"
 missing=()
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
