@@ -1,11 +1,16 @@
 //! Builds the web demo into the binary: copies the built `web-demo/dist` (`npm run build
 //! --prefix web-demo`) into `OUT_DIR` and writes the table of its files that `src/web.rs`
 //! includes. Without a build there, the table holds one placeholder page that says how to
-//! make one. Nothing is written into the source tree.
+//! make one. Text files are also gzipped here, once, so the server never compresses at
+//! request time. Nothing is written into the source tree.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs, io};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
 
 /// The page served when the binary was built without the web demo.
 const PLACEHOLDER: &str = r#"<!doctype html>
@@ -30,8 +35,10 @@ fn main() -> io::Result<()> {
     let demo = manifest_dir.join("../../web-demo");
     let dist = demo.join("dist");
     let web = out_dir.join("web");
-    if web.exists() {
-        fs::remove_dir_all(&web)?;
+    for folder in [&web, &out_dir.join("web-gzip")] {
+        if folder.exists() {
+            fs::remove_dir_all(folder)?;
+        }
     }
     fs::create_dir_all(&web)?;
 
@@ -66,15 +73,21 @@ fn main() -> io::Result<()> {
             .map(|component| component.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        let absolute = file
-            .to_str()
-            .ok_or_else(|| io::Error::other(format!("{} is not UTF-8", file.display())))?;
+        let content_type = content_type(file);
+        let gzip = match compressible(content_type) {
+            true => gzip(file, &out_dir.join("web-gzip").join(relative))?,
+            false => None,
+        };
+        let gzip = match gzip {
+            Some(path) => format!("Some(include_bytes!({:?}))", utf8(&path)?),
+            None => "None".to_owned(),
+        };
         let _ = writeln!(
             table,
-            "    Asset {{ path: {:?}, content_type: {:?}, body: include_bytes!({:?}) }},",
+            "    Asset {{ path: {:?}, content_type: {:?}, body: include_bytes!({:?}), gzip: {gzip} }},",
             format!("/{url_path}"),
-            content_type(file),
-            absolute
+            content_type,
+            utf8(file)?
         );
     }
     table.push_str("];\n");
@@ -85,6 +98,36 @@ fn env_path(name: &str) -> io::Result<PathBuf> {
     env::var_os(name)
         .map(PathBuf::from)
         .ok_or_else(|| io::Error::other(format!("{name} is not set")))
+}
+
+fn utf8(path: &Path) -> io::Result<&str> {
+    path.to_str()
+        .ok_or_else(|| io::Error::other(format!("{} is not UTF-8", path.display())))
+}
+
+/// Writes `file` gzipped to `target` and returns `target`, unless gzip does not make it
+/// smaller.
+fn gzip(file: &Path, target: &Path) -> io::Result<Option<PathBuf>> {
+    let body = fs::read(file)?;
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(&body)?;
+    let compressed = encoder.finish()?;
+    if compressed.len() >= body.len() {
+        return Ok(None);
+    }
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::write(target, compressed)?;
+    Ok(Some(target.to_owned()))
+}
+
+/// Whether a file of this type is worth compressing: text is; images and fonts already are.
+fn compressible(content_type: &str) -> bool {
+    content_type.starts_with("text/")
+        || content_type.starts_with("application/json")
+        || content_type.starts_with("application/manifest+json")
+        || content_type.starts_with("image/svg+xml")
 }
 
 fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {

@@ -1,9 +1,12 @@
 //! The web demo (`web-demo/`), built into the binary by `build.rs` and served next to
 //! Tandem's own routes as their fallback: the demo's files by path, and its page for `/` and
-//! for the demo's own routes (`/d/{document}`), which the page reads in the browser.
+//! for the demo's own routes (`/d/{document}`), which the page reads in the browser. Text files
+//! go out gzipped (compressed once, at build time) to clients that accept it.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE, VARY,
+};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tracing::info;
@@ -14,6 +17,8 @@ struct Asset {
     path: &'static str,
     content_type: &'static str,
     body: &'static [u8],
+    /// `body` gzipped, when that makes it smaller.
+    gzip: Option<&'static [u8]>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
@@ -40,14 +45,34 @@ pub fn with_demo(router: Router) -> Router {
     router.fallback(serve)
 }
 
-async fn serve(method: Method, uri: Uri) -> Response {
+async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return StatusCode::NOT_FOUND.into_response();
     }
     match resolve(uri.path()) {
-        Some(asset) => respond(asset),
+        Some(asset) => respond(asset, accepts_gzip(&headers)),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip: named (or `*`) without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|param| {
+                param
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 /// The file a path names: an asset by its path, the page for `/` and the page routes.
@@ -57,11 +82,15 @@ fn resolve(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|asset| asset.path == wanted)
 }
 
-fn respond(asset: &'static Asset) -> Response {
+fn respond(asset: &'static Asset, gzip: bool) -> Response {
     let cache = if asset.path.starts_with(IMMUTABLE_PREFIX) {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
+    };
+    let body = match asset.gzip {
+        Some(compressed) if gzip => compressed,
+        _ => asset.body,
     };
     let mut response = (
         [
@@ -72,11 +101,18 @@ fn respond(asset: &'static Asset) -> Response {
                 HeaderValue::from_static("nosniff"),
             ),
         ],
-        asset.body,
+        body,
     )
         .into_response();
+    let headers = response.headers_mut();
+    if asset.gzip.is_some() {
+        headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+        if gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+    }
     if asset.content_type.starts_with("text/html") {
-        response.headers_mut().insert(
+        headers.insert(
             CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(PAGE_POLICY),
         );
@@ -101,6 +137,22 @@ mod tests {
         for path in ["/nope", "/assets/missing.js", "/dx", "/d", "/docsx"] {
             assert!(resolve(path).is_none(), "{path}");
         }
+    }
+
+    #[test]
+    fn gzip_is_sent_only_to_clients_that_take_it() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_str(value).expect("header"));
+            accepts_gzip(&headers)
+        };
+        for yes in ["gzip", "gzip, deflate, br", "br;q=1.0, GZIP;q=0.5", "*", "identity, *;q=0.1"] {
+            assert!(accepts(yes), "{yes}");
+        }
+        for no in ["", "br", "deflate, br", "gzip;q=0", "gzip; q=0.0, br", "xgzip"] {
+            assert!(!accepts(no), "{no}");
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The web demo is served by the binary itself, as the fallback of Tandem's routes: its page at
 //! `/` and at the demo's own routes, its files by path, and nothing where nothing is.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,27 @@ async fn the_demo_is_served_next_to_the_api() {
             );
         }
     }
+
+    // Text goes out gzipped to clients that take it, and is the same text once unzipped.
+    let plain = get(&format!("{base}/")).await;
+    assert_eq!(header(&plain, "content-encoding"), "");
+    assert_eq!(header(&plain, "vary"), "accept-encoding");
+    let plain = plain.bytes().await.expect("body");
+    let zipped = reqwest::Client::new()
+        .get(format!("{base}/"))
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(header(&zipped, "content-encoding"), "gzip");
+    assert!(header(&zipped, "content-type").starts_with("text/html"));
+    let zipped = zipped.bytes().await.expect("body");
+    assert!(zipped.len() < plain.len(), "{} of {}", zipped.len(), plain.len());
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .expect("gunzip");
+    assert_eq!(unzipped, plain);
 
     // Nothing where nothing is, and Tandem's own routes come first.
     for missing in ["/nope", "/assets/missing.js", "/d"] {
