@@ -6,10 +6,10 @@
 //!
 //! # Layout
 //!
-//! - [`decode`]: `decode_frame`, arbitrary bytes into every frame decoder.
-//! - [`session`]: `session`, a script of frames from several peers (some read-only) into one
+//! - [`mod@decode`]: `decode_frame`, arbitrary bytes into every frame decoder.
+//! - [`mod@session`]: `session`, a script of frames from several peers (some read-only) into one
 //!   document actor.
-//! - [`convergence`]: `convergence`, simulated yrs clients editing through a network the fuzzer
+//! - [`mod@convergence`]: `convergence`, simulated yrs clients editing through a network the fuzzer
 //!   controls (delay, reorder, duplicate, drop, reconnect, server restart), which must agree.
 //! - [`edits`]: the edits simulated clients make.
 //! - [`server`]: the real server core the targets talk to.

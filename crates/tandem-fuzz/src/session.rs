@@ -23,7 +23,7 @@ pub enum Access {
 /// A session: who takes part and what they send, in order.
 #[derive(Arbitrary, Debug)]
 pub struct SessionScript {
-    /// The peers (the first [`MAX_PEERS`] count).
+    /// The peers (the first four count).
     pub peers: Vec<Access>,
     /// What happens.
     pub steps: Vec<Step>,
