@@ -1,97 +1,112 @@
-//! The real server core the targets talk to: a [`Registry`] over a [`SledStore`] in a scratch
-//! directory, restartable from that store, and peers joined to it through real peer queues.
+//! The real server core the targets talk to: a [`Registry`] over a real [`SledStore`], a
+//! document of its own per run, restartable from the store, and peers joined to it through real
+//! peer queues.
+//!
+//! Every run of a process shares one sled database in a scratch directory (in memory when
+//! `/dev/shm` exists) and uses a document name of its own. A restart shuts the registry down
+//! (every document stores what it applied and unloads) and starts a new one over the same
+//! database, so the document is loaded back from what was stored. The database itself stays
+//! open: opening sled costs tens of milliseconds, which would cut fuzzing speed tenfold, and
+//! sled's own recovery after a kill is what the SIGKILL crash test checks.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tandem_core::actor::PeerInfo;
 use tandem_core::peer::{queue, Eviction, PeerId, PeerInbox};
 use tandem_core::protocol::{decode_frame, withhold, ClientMessage};
-use tandem_core::{DocConfig, DocHandle, DocName, Document, Registry, Rights, SledStore};
+use tandem_core::{DocConfig, DocHandle, DocName, Document, Registry, Rights, SledStore, Store};
 use yrs::{ReadTxn, StateVector, Update};
-
-/// The document every target uses.
-pub const DOC: &str = "fuzz";
 
 /// Frames one simulated peer may have waiting; scripts are short, so a full queue is a bug.
 const PEER_QUEUE: usize = 4096;
 
-/// A registry over a sled store in its own scratch directory.
-pub struct Server {
-    dir: tempfile::TempDir,
-    /// `None` only while restarting.
-    registry: Option<Registry>,
+/// The database every run of this process shares, and the directory it lives in.
+fn shared_store() -> Arc<SledStore> {
+    static STORE: OnceLock<(tempfile::TempDir, Arc<SledStore>)> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let shm = std::path::Path::new("/dev/shm");
+            let dir = tempfile::Builder::new()
+                .prefix("tandem-fuzz-")
+                .tempdir_in(shm)
+                .or_else(|_| tempfile::tempdir())
+                .expect("a scratch directory");
+            let store = SledStore::open(dir.path()).expect("the scratch store opens");
+            (dir, Arc::new(store))
+        })
+        .1
+        .clone()
 }
 
-/// Where scratch stores go: memory when the machine has it (fuzzing opens thousands of them).
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    let builder = tempfile::Builder::new()
-        .prefix("tandem-fuzz-")
-        .tempdir_in(shm);
-    builder.unwrap_or_else(|_| tempfile::tempdir().expect("a scratch directory"))
-}
-
-fn open(dir: &std::path::Path) -> Registry {
-    // sled's background threads may hold the previous instance's directory lock for a moment
-    // after the last handle is dropped.
-    let mut attempts = 0;
-    let store = loop {
-        match SledStore::open(dir) {
-            Ok(store) => break store,
-            Err(error) if attempts < 400 && error.to_string().contains("lock") => {
-                attempts += 1;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(error) => panic!("the scratch store does not open: {error}"),
-        }
-    };
+fn registry(store: &Arc<SledStore>) -> Registry {
     let config = DocConfig {
         // Small thresholds so scripts exercise compaction too.
         compact_log_entries: 16,
         ..DocConfig::default()
     };
-    Registry::new(Arc::new(store), config)
+    Registry::new(store.clone(), config)
+}
+
+/// A registry over the shared store, serving one document of its own.
+pub struct Server {
+    store: Arc<SledStore>,
+    doc: DocName,
+    registry: Registry,
 }
 
 impl Server {
-    /// Starts a server on a new, empty store.
+    /// Starts a server with a new, empty document.
     pub fn start() -> Self {
-        let dir = scratch_dir();
-        let registry = Some(open(dir.path()));
-        Self { dir, registry }
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let store = shared_store();
+        let doc = DocName::from(format!("fuzz-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        Self {
+            registry: registry(&store),
+            store,
+            doc,
+        }
     }
 
     /// The registry.
     pub fn registry(&self) -> &Registry {
-        self.registry.as_ref().expect("the server is running")
+        &self.registry
     }
 
-    /// Stops every document (each stores what it applied), closes the store and opens it again.
+    /// The fuzzed document's name.
+    pub fn doc(&self) -> &DocName {
+        &self.doc
+    }
+
+    /// Stops every document (each stores what it applied and unloads) and starts a new
+    /// registry over the store, which loads the document back from what was stored.
     pub async fn restart(&mut self) {
-        self.registry()
+        self.registry
             .shutdown()
             .await
             .expect("the store flushes at shutdown");
-        // sled releases its directory lock once the last handle is gone: the registry's.
-        self.registry = None;
-        self.registry = Some(open(self.dir.path()));
+        self.registry = registry(&self.store);
     }
 
     /// The fuzzed document, loaded if it was not.
     pub async fn document(&self) -> Document {
-        self.registry()
-            .document(DOC)
+        self.registry
+            .document(self.doc.clone())
             .await
             .expect("the fuzzed document loads")
     }
 
     /// Stops the server.
     pub async fn stop(self) {
-        self.registry()
+        self.registry
             .shutdown()
             .await
             .expect("the store flushes at shutdown");
+        self.store
+            .delete(&self.doc)
+            .await
+            .expect("the scratch document is removed");
     }
 }
 
@@ -124,7 +139,7 @@ impl Connection {
         let (outbox, inbox) = queue(PEER_QUEUE);
         let handle = server
             .registry()
-            .join_as(&DocName::from(DOC), peer, outbox, PeerInfo::default())
+            .join_as(server.doc(), peer, outbox, PeerInfo::default())
             .await
             .expect("the fuzzed document accepts peers");
         Self {
