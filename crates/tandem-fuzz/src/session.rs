@@ -3,7 +3,7 @@
 use arbitrary::Arbitrary;
 use tandem_core::protocol::{encode_sync_step1, encode_sync_step2, encode_update};
 use tandem_core::Rights;
-use yrs::{ReadTxn, Transact};
+use yrs::{Map, ReadTxn, Text, Transact, WriteTxn};
 
 use crate::edits::{self, Edit};
 use crate::server::{reload, server_state, Connection, Server};
@@ -70,6 +70,17 @@ pub enum Step {
         /// Which earlier update (modulo the count).
         pick: u16,
     },
+    /// Sends, from a fresh client, a change that uses a root under another type than the other
+    /// peers do: map entries in the root `text`, or text in the root `map` (what a buggy or
+    /// hostile writer does; Yjs roots carry no type on the wire).
+    MixedRoot {
+        /// Which peer.
+        peer: u8,
+        /// Map entries into `text` (true) or text into `map` (false).
+        map_into_text: bool,
+        /// The content.
+        text: edits::Short,
+    },
     /// Leaves and joins again (a reconnect).
     Reconnect {
         /// Which peer.
@@ -123,6 +134,7 @@ async fn run(script: &SessionScript) {
             | Step::Raw { peer, .. }
             | Step::HostileUpdate { peer, .. }
             | Step::Replay { peer, .. }
+            | Step::MixedRoot { peer, .. }
             | Step::Reconnect { peer } => usize::from(*peer) % peers.len(),
         };
         let p = &mut peers[index];
@@ -150,6 +162,11 @@ async fn run(script: &SessionScript) {
                 }
                 sent[usize::from(*pick) % sent.len()].clone()
             }
+            Step::MixedRoot {
+                map_into_text,
+                text,
+                ..
+            } => encode_update(&mixed_root(*map_into_text, &text.0)).to_vec(),
             Step::Reconnect { .. } => unreachable!("handled above"),
         };
         sent.push(frame.clone());
@@ -204,4 +221,17 @@ async fn run(script: &SessionScript) {
     );
     assert_eq!(before.2, after.2, "the document changed across a restart");
     server.stop().await;
+}
+
+/// An update from a fresh client writing into a root under the other type.
+fn mixed_root(map_into_text: bool, text: &str) -> Vec<u8> {
+    let doc = yrs::Doc::new();
+    let mut txn = doc.transact_mut();
+    if map_into_text {
+        txn.get_or_insert_map(edits::TEXT)
+            .insert(&mut txn, "k", text);
+    } else {
+        txn.get_or_insert_text(edits::MAP).insert(&mut txn, 0, text);
+    }
+    txn.encode_update_v1()
 }
