@@ -44,6 +44,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "checking docs"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --quiet
 
+# Includes the fuzz targets over their checked-in corpora, regressions and fixed-seed inputs
+# (crates/tandem-fuzz/tests/fuzz.rs), the SIGKILL crash test (crates/tandem/tests/crash.rs;
+# TANDEM_CRASH_ITERATIONS=200 for a longer run) and the full-disk test, which mounts a small
+# tmpfs and so needs root (CI is root; elsewhere it says it skipped).
 step "rust tests"
 cargo test --workspace
 

@@ -929,3 +929,31 @@ async fn custom_events_are_posted_over_http() -> anyhow::Result<()> {
     }
     server.stop().await
 }
+
+#[tokio::test]
+async fn an_update_missing_its_dependencies_is_refused_with_409() -> anyhow::Result<()> {
+    let dir = tempdir();
+    let server = start(dir.path(), Config::default()).await;
+    let http = Http::new(&server);
+    let doc = Doc::with_client_id(7);
+    let text = doc.get_or_insert_text("text");
+    let first = {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "hello");
+        txn.encode_update_v1()
+    };
+    let second = {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 5, " world");
+        txn.encode_update_v1()
+    };
+    let refused = http.post("/docs/dep/update", second.clone()).await?;
+    expect_error(refused, 409, "missing_dependencies").await?;
+    let json: Value = http.get("/docs/dep/json").await?.json().await?;
+    anyhow::ensure!(json == json!({}), "nothing was applied: {json}");
+    anyhow::ensure!(http.post("/docs/dep/update", first).await?.status() == 204);
+    anyhow::ensure!(http.post("/docs/dep/update", second).await?.status() == 204);
+    let json: Value = http.get("/docs/dep/json").await?.json().await?;
+    anyhow::ensure!(json == json!({ "text": "hello world" }), "{json}");
+    server.stop().await
+}

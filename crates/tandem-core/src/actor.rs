@@ -20,8 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Transaction, TransactionMut, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact, Transaction, TransactionMut, Update, WriteTxn};
 
 use crate::awareness::{AwarenessTable, ClientState};
 use crate::config::DocConfig;
@@ -74,6 +73,11 @@ pub enum UpdateError {
     /// The update decoded but yrs could not integrate it.
     #[error("update could not be integrated: {0}")]
     Invalid(String),
+    /// The update depends on changes the document does not have (an update from before was
+    /// lost or is still on its way). What could be integrated was; the sender should send
+    /// what the document lacks, computed from its state vector.
+    #[error("the update depends on changes the document lacks")]
+    Incomplete,
     /// The document is unavailable.
     #[error(transparent)]
     Document(#[from] DocError),
@@ -120,19 +124,22 @@ pub(crate) enum Command {
     Persist {
         respond_to: oneshot::Sender<Result<(), DocError>>,
     },
-    /// Runs a read; a document that is unloading hands the job back through `returned`.
+    /// Runs a read; a document that is unloading (or failed) hands the job back through
+    /// `returned`, with the reason.
     Read {
         job: ReadJob,
-        returned: oneshot::Sender<ReadJob>,
+        returned: oneshot::Sender<(ReadJob, DocError)>,
     },
-    /// Runs a change; a document that is unloading hands the job back through `returned`.
+    /// Runs a change; a document that is unloading (or failed) hands the job back through
+    /// `returned`, with the reason.
     Write {
         job: WriteJob,
-        returned: oneshot::Sender<WriteJob>,
+        returned: oneshot::Sender<(WriteJob, DocError)>,
     },
-    /// Applies an update from server code.
+    /// Applies an update from server code; with `durable`, answers once it is in the store.
     Apply {
         update: ReceivedUpdate,
+        durable: bool,
         respond_to: oneshot::Sender<Result<(), UpdateError>>,
     },
     /// Answers whether the document already contains everything an update carries.
@@ -237,7 +244,10 @@ impl DocHandle {
 
     /// Queues a read. `Err` gives the job back: the document is unloading and a new actor must
     /// run it. `Ok` carries what tells whether it ran.
-    pub(crate) async fn read(&self, job: ReadJob) -> Result<oneshot::Receiver<ReadJob>, ReadJob> {
+    pub(crate) async fn read(
+        &self,
+        job: ReadJob,
+    ) -> Result<oneshot::Receiver<(ReadJob, DocError)>, ReadJob> {
         let (returned, comes_back) = oneshot::channel();
         match self.tx.send(Command::Read { job, returned }).await {
             Ok(()) => Ok(comes_back),
@@ -250,7 +260,7 @@ impl DocHandle {
     pub(crate) async fn write(
         &self,
         job: WriteJob,
-    ) -> Result<oneshot::Receiver<WriteJob>, WriteJob> {
+    ) -> Result<oneshot::Receiver<(WriteJob, DocError)>, WriteJob> {
         let (returned, comes_back) = oneshot::channel();
         match self.tx.send(Command::Write { job, returned }).await {
             Ok(()) => Ok(comes_back),
@@ -306,11 +316,20 @@ impl DocHandle {
         response.await.unwrap_or(Err(DocError::Unloaded))
     }
 
-    /// Applies an update as if a peer had sent it, size limit included.
-    pub(crate) async fn apply(&self, update: ReceivedUpdate) -> Result<(), UpdateError> {
+    /// Applies an update as if a peer had sent it, size limit included; with `durable`, answers
+    /// only once the document's state after the update is in the store.
+    pub(crate) async fn apply(
+        &self,
+        update: ReceivedUpdate,
+        durable: bool,
+    ) -> Result<(), UpdateError> {
         let (respond_to, response) = oneshot::channel();
         self.tx
-            .send(Command::Apply { update, respond_to })
+            .send(Command::Apply {
+                update,
+                durable,
+                respond_to,
+            })
             .await
             .map_err(|_| DocError::Unloaded)?;
         response
@@ -386,8 +405,30 @@ pub(crate) fn spawn_parts(
         waiters: Vec::new(),
         idle_since: Some(Instant::now()),
         deleting: None,
+        broken: false,
     };
     (handle, actor, rx)
+}
+
+/// Someone waiting for a sequence number to become durable.
+enum Waiter {
+    /// [`DocHandle::persist`].
+    Persist(oneshot::Sender<Result<(), DocError>>),
+    /// [`DocHandle::apply_durable`]: the update was applied and waits for its flush.
+    Apply(oneshot::Sender<Result<(), UpdateError>>),
+}
+
+impl Waiter {
+    fn send(self, outcome: Result<(), DocError>) {
+        match self {
+            Waiter::Persist(respond_to) => {
+                let _ = respond_to.send(outcome);
+            }
+            Waiter::Apply(respond_to) => {
+                let _ = respond_to.send(outcome.map_err(UpdateError::Document));
+            }
+        }
+    }
 }
 
 /// What a finished store operation made durable.
@@ -428,11 +469,14 @@ pub(crate) struct DocActor {
     /// Size of the document as stored: the snapshot plus the log, pending updates included.
     doc_bytes: u64,
     /// Callers waiting for a sequence number to become durable.
-    waiters: Vec<(u64, oneshot::Sender<Result<(), DocError>>)>,
+    waiters: Vec<(u64, Waiter)>,
     /// Since when the document has had no peers.
     idle_since: Option<Instant>,
     /// Who asked for the document to be deleted; the run loop deletes after the batch.
     deleting: Option<oneshot::Sender<Result<(), DocError>>>,
+    /// yrs panicked while changing the document, which may be half-changed now: the run loop
+    /// stops the document after the batch, and the next use reloads it from the store.
+    broken: bool,
 }
 
 impl DocActor {
@@ -472,13 +516,17 @@ impl DocActor {
                     let Some(command) = command else { break };
                     self.handle(command);
                     for _ in 1..BATCH {
-                        if self.deleting.is_some() {
+                        if self.deleting.is_some() || self.broken {
                             break;
                         }
                         match rx.try_recv() {
                             Ok(command) => self.handle(command),
                             Err(_) => break,
                         }
+                    }
+                    if self.broken {
+                        self.stop_broken(in_flight.take(), &mut rx).await;
+                        return;
                     }
                     if let Some(respond_to) = self.deleting.take() {
                         self.delete(in_flight.take(), &mut rx, respond_to).await;
@@ -521,11 +569,12 @@ impl DocActor {
             let mut txn = self.doc.transact_mut();
             if let Some(snapshot) = &stored.snapshot {
                 self.doc_bytes = snapshot.len() as u64;
-                let update = Update::decode_v1(snapshot).map_err(|_| corrupt("snapshot"))?;
+                let update = protocol::decode_update(snapshot).map_err(|_| corrupt("snapshot"))?;
                 txn.apply_update(update).map_err(|_| corrupt("snapshot"))?;
             }
             for entry in &stored.log {
-                let update = Update::decode_v1(&entry.update).map_err(|_| corrupt("log entry"))?;
+                let update =
+                    protocol::decode_update(&entry.update).map_err(|_| corrupt("log entry"))?;
                 txn.apply_update(update).map_err(|_| corrupt("log entry"))?;
                 self.log_bytes += entry.update.len() as u64;
             }
@@ -585,10 +634,21 @@ impl DocActor {
                 self.touch();
                 self.write(job);
             }
-            Command::Apply { update, respond_to } => {
+            Command::Apply {
+                update,
+                durable,
+                respond_to,
+            } => {
                 self.touch();
                 let result = self.apply(Origin::Server, update);
-                let _ = respond_to.send(result);
+                // The same document state that reported the outcome registers the wait, so a
+                // store failure in between cannot be missed.
+                if durable && result.is_ok() && self.durable_seq < self.last_seq {
+                    self.waiters
+                        .push((self.last_seq, Waiter::Apply(respond_to)));
+                } else {
+                    let _ = respond_to.send(result);
+                }
             }
             Command::Covers { update, respond_to } => {
                 let _ = respond_to.send(self.covers(&update.update));
@@ -607,7 +667,8 @@ impl DocActor {
                 if self.durable_seq >= self.last_seq {
                     let _ = respond_to.send(Ok(()));
                 } else {
-                    self.waiters.push((self.last_seq, respond_to));
+                    self.waiters
+                        .push((self.last_seq, Waiter::Persist(respond_to)));
                 }
             }
             Command::Presence { respond_to } => {
@@ -647,7 +708,7 @@ impl DocActor {
         self.history.clear();
         let result = self.store.delete(&self.name).await;
         for (_, waiter) in self.waiters.drain(..) {
-            let _ = waiter.send(Err(DocError::Deleted));
+            waiter.send(Err(DocError::Deleted));
         }
         self.deregister(rx, DocError::Unloaded);
         match result {
@@ -720,9 +781,8 @@ impl DocActor {
                 }
                 self.send_to(peer, protocol::encode_sync_step2(&update));
             }
-            ClientMessage::SyncStep2(update) | ClientMessage::Update(update) => {
-                self.apply_from(peer, update);
-            }
+            ClientMessage::SyncStep2(update) => self.apply_from(peer, update, false),
+            ClientMessage::Update(update) => self.apply_from(peer, update, true),
             ClientMessage::Awareness(update) => {
                 let subject = self.peers.get(&peer).and_then(|p| p.info.subject.clone());
                 let peers = &self.peers;
@@ -765,10 +825,20 @@ impl DocActor {
         }
     }
 
-    /// Applies a peer's update; a peer whose update is refused is cut off.
-    fn apply_from(&mut self, peer: PeerId, received: ReceivedUpdate) {
+    /// Applies a peer's update; a peer whose update is refused is cut off. A live update that
+    /// depends on changes the document lacks is answered with a sync step 1 (`ask_back`): the
+    /// peer answers with everything it has that the document lacks. A sync step 2 is that
+    /// answer already; if it is still incomplete the peer lacks the changes too (they come from
+    /// someone else), and asking again would only loop.
+    fn apply_from(&mut self, peer: PeerId, received: ReceivedUpdate, ask_back: bool) {
         match self.apply(Origin::Peer(peer), received) {
             Ok(()) => {}
+            Err(UpdateError::Incomplete) => {
+                if ask_back {
+                    let sv = self.doc.transact().state_vector();
+                    self.send_to(peer, protocol::encode_sync_step1(&sv));
+                }
+            }
             Err(UpdateError::TooLarge { .. }) => self.cut_off(peer, Eviction::DocumentTooLarge),
             Err(_) => self.cut_off(peer, Eviction::InvalidUpdate),
         }
@@ -794,19 +864,33 @@ impl DocActor {
             return Err(UpdateError::TooLarge { limit });
         }
         let started = std::time::Instant::now();
-        let (result, delta) = {
+        let applied = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut();
             let result = txn.apply_update(received.update);
+            // Structs and deletions whose dependencies the document lacks wait in yrs' pending
+            // set, invisible to state vectors and encodings; drop them and ask for a resend.
+            let incomplete = txn.prune_pending().is_some();
             txn.commit();
-            (result, txn.encode_update_v1())
-        };
+            (result, incomplete, txn.encode_update_v1())
+        }));
         crate::metrics::UPDATE_APPLY.observe(started.elapsed());
-        // Whatever was integrated before an error is part of the document now: record it.
+        let Ok((result, incomplete, delta)) = applied else {
+            // The document may be half-changed: stop it; it is reloaded from the store.
+            warn!(%origin, "applying an update panicked, stopping the document");
+            self.broken = true;
+            return Err(UpdateError::Invalid("applying the update failed".into()));
+        };
+        // Whatever was integrated is part of the document now: record it.
         self.record(origin, delta);
-        result.map_err(|error| {
+        if let Err(error) = result {
             warn!(%origin, %error, "update could not be integrated");
-            UpdateError::Invalid(error.to_string())
-        })
+            return Err(UpdateError::Invalid(error.to_string()));
+        }
+        if incomplete {
+            debug!(%origin, "update depends on changes the document lacks");
+            return Err(UpdateError::Incomplete);
+        }
+        Ok(())
     }
 
     /// Runs a server-side change and records what it changed. A panicking job still leaves
@@ -1090,8 +1174,8 @@ impl DocActor {
             .into_iter()
             .partition(|(wanted, _)| *wanted <= durable);
         self.waiters = waiting;
-        for (_, respond_to) in ready {
-            let _ = respond_to.send(Ok(()));
+        for (_, waiter) in ready {
+            waiter.send(Ok(()));
         }
         Ok(())
     }
@@ -1166,10 +1250,10 @@ impl DocActor {
                 }
                 // Not run: the caller gets the job back and runs it on the next actor.
                 Command::Read { job, returned } => {
-                    let _ = returned.send(job);
+                    let _ = returned.send((job, error.clone()));
                 }
                 Command::Write { job, returned } => {
-                    let _ = returned.send(job);
+                    let _ = returned.send((job, error.clone()));
                 }
                 Command::Messages { .. }
                 | Command::Leave { .. }
@@ -1177,9 +1261,38 @@ impl DocActor {
                 | Command::Stats { .. } => {}
             }
         }
-        for (_, respond_to) in self.waiters.drain(..) {
-            let _ = respond_to.send(Err(error.clone()));
+        for (_, waiter) in self.waiters.drain(..) {
+            waiter.send(Err(error.clone()));
         }
+    }
+
+    /// yrs panicked inside the document: store nothing more from memory (the state may be
+    /// half-changed), let the store operation in flight finish, evict every peer (they resync
+    /// with the document reloaded from the store) and leave the registry.
+    async fn stop_broken(
+        &mut self,
+        in_flight: Option<JoinHandle<Persisted>>,
+        rx: &mut mpsc::Receiver<Command>,
+    ) {
+        if let Some(job) = in_flight {
+            if let Ok(Ok(seq)) = job.await {
+                self.durable_seq = self.durable_seq.max(seq);
+            }
+        }
+        self.pending.clear();
+        let durable = self.durable_seq;
+        for (wanted, waiter) in std::mem::take(&mut self.waiters) {
+            waiter.send(if wanted <= durable {
+                Ok(())
+            } else {
+                Err(DocError::Aborted)
+            });
+        }
+        for p in self.peers.values() {
+            p.outbox.evict(Eviction::DocumentFailed);
+        }
+        self.peers.clear();
+        self.deregister(rx, DocError::Unloaded);
     }
 
     /// The store failed: nothing more can be made durable, so the document stops and every peer

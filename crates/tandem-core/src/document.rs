@@ -22,17 +22,20 @@ use crate::registry::{Registry, JOIN_ATTEMPTS};
 
 /// A closure for the document's actor, which hands it back unrun when it is unloading.
 trait Job: Sized + Send + 'static {
-    fn queue(self, handle: &DocHandle) -> BoxFuture<'_, Result<oneshot::Receiver<Self>, Self>>;
+    fn queue(self, handle: &DocHandle) -> BoxFuture<'_, Result<Returned<Self>, Self>>;
 }
 
+/// Where a job comes back unrun, with the reason, from an actor that cannot run it.
+type Returned<J> = oneshot::Receiver<(J, DocError)>;
+
 impl Job for ReadJob {
-    fn queue(self, handle: &DocHandle) -> BoxFuture<'_, Result<oneshot::Receiver<Self>, Self>> {
+    fn queue(self, handle: &DocHandle) -> BoxFuture<'_, Result<Returned<Self>, Self>> {
         Box::pin(handle.read(self))
     }
 }
 
 impl Job for WriteJob {
-    fn queue(self, handle: &DocHandle) -> BoxFuture<'_, Result<oneshot::Receiver<Self>, Self>> {
+    fn queue(self, handle: &DocHandle) -> BoxFuture<'_, Result<Returned<Self>, Self>> {
         Box::pin(handle.write(self))
     }
 }
@@ -102,7 +105,9 @@ impl Document {
             match job.queue(&handle).await {
                 Err(refused) => job = refused,
                 Ok(comes_back) => match comes_back.await {
-                    Ok(refused) => job = refused,
+                    Ok((refused, DocError::Unloaded)) => job = refused,
+                    // The document failed (its store, or loading it): no use retrying.
+                    Ok((_, error)) => return Err(error),
                     // The actor took the job: it ran, or panicked and was dropped.
                     Err(_) => return outcome.await.map_err(|_| DocError::Aborted),
                 },
@@ -116,13 +121,26 @@ impl Document {
     /// update would be: validated, refused whole if it would make the document larger than
     /// its limit, stored and broadcast.
     pub async fn apply_update(&self, update: &[u8]) -> Result<(), UpdateError> {
+        self.apply(update, false).await
+    }
+
+    /// [`Document::apply_update`], answering only once the document, update included, is
+    /// durable in the store: what an HTTP `204` promises. Unlike `apply_update` followed by
+    /// [`Document::persisted`], the wait is registered by the actor that applied the update,
+    /// so a store failure in between is reported instead of being met by a fresh actor that
+    /// never saw the update.
+    pub async fn apply_update_durable(&self, update: &[u8]) -> Result<(), UpdateError> {
+        self.apply(update, true).await
+    }
+
+    async fn apply(&self, update: &[u8], durable: bool) -> Result<(), UpdateError> {
         for _ in 0..JOIN_ATTEMPTS {
             let received = ReceivedUpdate {
                 update: decode_update(update).map_err(|_| UpdateError::Malformed)?,
                 encoded_len: update.len(),
             };
             let handle = self.registry.handle(&self.name)?;
-            match handle.apply(received).await {
+            match handle.apply(received, durable).await {
                 Err(UpdateError::Document(DocError::Unloaded)) => self.registry.forget(&handle),
                 other => return other,
             }
@@ -171,14 +189,14 @@ impl Document {
     /// client has declared to the server is read as what its content looks like (text, map or
     /// array), as Yjs does; a root holding only XML nodes is read as an XML fragment.
     pub async fn get_json(&self) -> Result<serde_json::Value, DocError> {
-        self.read(to_json).await
+        self.read(json_of).await
     }
 
     /// [`Document::get_json`] together with the state vector of the state it shows.
     pub async fn get_json_with_state_vector(
         &self,
     ) -> Result<(serde_json::Value, StateVector), DocError> {
-        self.read(|txn| (to_json(txn), txn.state_vector())).await
+        self.read(|txn| (json_of(txn), txn.state_vector())).await
     }
 
     /// Every client's current awareness state (presence), with the peer that published it.
@@ -229,10 +247,10 @@ impl Document {
     }
 }
 
-/// Converts a document to JSON. Root types the server never declared are undefined to yrs
-/// (`Out::UndefinedRef`); copying every root into a map of a scratch document makes yrs infer
-/// their types, without declaring anything on the live one.
-fn to_json(txn: &Transaction<'_>) -> Value {
+/// A document as JSON, as [`Document::get_json`] shows it. Root types the server never
+/// declared are undefined to yrs (`Out::UndefinedRef`); copying every root into a map of a
+/// scratch document makes yrs infer their types, without declaring anything on the live one.
+pub fn json_of(txn: &Transaction<'_>) -> Value {
     let scratch = Doc::new();
     let roots = scratch.get_or_insert_map("roots");
     {

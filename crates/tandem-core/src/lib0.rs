@@ -75,6 +75,16 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
+    /// Reads exactly `len` bytes, borrowing them from the input.
+    pub fn bytes(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        if len > self.buf.len() {
+            return Err(DecodeError::UnexpectedEnd);
+        }
+        let (bytes, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(bytes)
+    }
+
     /// Reads a length-prefixed UTF-8 string (the length counts bytes).
     pub fn var_str(&mut self) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.var_bytes()?).map_err(|_| DecodeError::InvalidUtf8)

@@ -96,6 +96,49 @@ impl ClientMessage {
     }
 }
 
+/// What [`withhold`] took out of a peer's messages because its rights do not allow it.
+#[derive(Debug, Default)]
+pub struct Withheld {
+    /// Document changes from a peer without the `write` right: dropped.
+    pub changes: u64,
+    /// Custom events from a peer without the `events` right: dropped.
+    pub events: u64,
+    /// Awareness entries of a peer without the `presence` right: not published (the
+    /// connection echoes them to the peer alone).
+    pub presence: Vec<AwarenessEntry>,
+}
+
+/// Removes from `messages` what `rights` do not allow, and says what it removed. An empty
+/// update (a sync step 2 with nothing new) is harmless and stays.
+///
+/// Every connection applies this before its messages reach a document, so a read-only peer can
+/// never change one.
+pub fn withhold(messages: &mut Vec<ClientMessage>, rights: crate::Rights) -> Withheld {
+    let may_write = rights.contains(crate::Rights::WRITE);
+    let may_publish = rights.contains(crate::Rights::PRESENCE);
+    let may_emit = rights.contains(crate::Rights::EVENTS);
+    let mut withheld = Withheld::default();
+    messages.retain_mut(|message| match message {
+        ClientMessage::SyncStep2(update) | ClientMessage::Update(update) => {
+            let allowed = may_write || update.is_empty();
+            if !allowed {
+                withheld.changes += 1;
+            }
+            allowed
+        }
+        ClientMessage::Awareness(update) if !may_publish => {
+            withheld.presence.append(&mut update.entries);
+            false
+        }
+        ClientMessage::Event(ClientEvent::Emit { .. }) if !may_emit => {
+            withheld.events += 1;
+            false
+        }
+        _ => true,
+    });
+    withheld
+}
+
 /// A document update as received: decoded, with the size it had on the wire.
 #[derive(Debug)]
 pub struct ReceivedUpdate {
@@ -186,9 +229,12 @@ fn received_update(bytes: &[u8]) -> Result<ReceivedUpdate, DecodeError> {
 
 /// Decodes a Yjs v1 update, refusing bytes yrs cannot parse.
 ///
-/// Decoding is pure (it touches no document), so a panic inside yrs on hostile input is caught
-/// and reported as a decode error instead of taking the connection task down.
+/// The bytes are walked first ([`crate::preflight`]): what would make yrs allocate without
+/// bound or recurse too deep is refused before yrs sees it. Decoding is pure (it touches no
+/// document), so a panic inside yrs on other hostile input is caught and reported as a decode
+/// error instead of taking the connection task down.
 pub fn decode_update(bytes: &[u8]) -> Result<Update, DecodeError> {
+    crate::preflight::check_update(bytes)?;
     match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes))) {
         Ok(Ok(update)) => Ok(update),
         _ => Err(DecodeError::Invalid("malformed update")),
@@ -197,6 +243,7 @@ pub fn decode_update(bytes: &[u8]) -> Result<Update, DecodeError> {
 
 /// Decodes a Yjs v1 state vector.
 pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, DecodeError> {
+    crate::preflight::check_state_vector(bytes)?;
     match catch_unwind(AssertUnwindSafe(|| StateVector::decode_v1(bytes))) {
         Ok(Ok(sv)) => Ok(sv),
         _ => Err(DecodeError::Invalid("malformed state vector")),

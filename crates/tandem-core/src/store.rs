@@ -19,7 +19,7 @@ use crate::name::DocName;
 
 mod sled_store;
 
-pub use sled_store::{SledStore, FORMAT_VERSION};
+pub use sled_store::{SledStore, FLUSH_MARKER, FORMAT_VERSION};
 
 /// One update in a document's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,24 @@ pub enum StoreError {
     /// A stored record is damaged.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The database could not be opened: its files are damaged, or another process holds it.
+    #[error("the database does not open: {0}")]
+    Open(String),
+    /// The database holds less than was acknowledged: its files were truncated or replaced by
+    /// an older copy, and serving it would silently lose acknowledged changes.
+    #[error(
+        "the database is behind what was acknowledged (flush {acknowledged} was recorded, the \
+         database ends at flush {found}): its files were truncated or replaced by an older copy"
+    )]
+    Behind {
+        /// The newest flush the marker recorded.
+        acknowledged: u64,
+        /// The newest flush the database contains.
+        found: u64,
+    },
+    /// A file beside the database could not be read or written.
+    #[error("i/o error: {0}")]
+    Io(String),
     /// A blocking store task could not complete.
     #[error("store task failed: {0}")]
     Task(String),
@@ -179,4 +197,42 @@ pub struct DocInfo {
     pub size: u64,
     /// When the store last wrote the document (an append or a compaction).
     pub last_change: SystemTime,
+}
+
+/// Checks that a stored document loads: its snapshot and every log entry decode as Yjs v1
+/// updates (passing the same [`preflight`](crate::preflight) walk as peers' updates) and
+/// integrate into an empty document in order, with nothing left depending on missing changes.
+/// Returns the document's size in bytes as stored.
+pub fn check_document(stored: &StoredDoc) -> Result<u64, String> {
+    use yrs::{ReadTxn, Transact, WriteTxn};
+    let doc = yrs::Doc::new();
+    let mut txn = doc.transact_mut();
+    let mut size = 0;
+    let parts = stored
+        .snapshot
+        .iter()
+        .map(|state| ("the snapshot".to_owned(), state))
+        .chain(
+            stored
+                .log
+                .iter()
+                .map(|entry| (format!("log entry {}", entry.seq), &entry.update)),
+        );
+    for (what, bytes) in parts {
+        size += bytes.len() as u64;
+        let update = crate::protocol::decode_update(bytes)
+            .map_err(|error| format!("{what} does not decode ({error})"))?;
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| txn.apply_update(update)));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(format!("{what} does not apply ({error})")),
+            Err(_) => return Err(format!("{what} does not apply (yrs panicked)")),
+        }
+    }
+    if txn.has_missing_updates() {
+        txn.prune_pending();
+        return Err("changes depend on changes that are not stored".into());
+    }
+    Ok(size)
 }

@@ -172,6 +172,12 @@ impl From<UpdateError> for ApiError {
                 "update_not_integrated",
                 "the update decoded but could not be integrated",
             ),
+            UpdateError::Incomplete => Self::new(
+                StatusCode::CONFLICT,
+                "missing_dependencies",
+                "the update depends on changes the document lacks: send the difference \
+                 against GET /docs/{doc}/state-vector",
+            ),
             UpdateError::Document(error) => error.into(),
         }
     }

@@ -262,8 +262,7 @@ async fn post_update(
         .metrics
         .message(Direction::In, MessageType::HttpUpdate, update.len());
     let document = tandem.document(name).await?;
-    document.apply_update(&update).await?;
-    document.persisted().await?;
+    document.apply_update_durable(&update).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

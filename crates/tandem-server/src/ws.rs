@@ -514,31 +514,9 @@ impl Connection<'_> {
                 }
             }
         }
-        let may_write = self.rights.contains(Rights::WRITE);
-        let may_publish = self.rights.contains(Rights::PRESENCE);
-        let may_emit = self.rights.contains(Rights::EVENTS);
-        let mut denied = 0;
-        let mut denied_events = 0;
-        let mut unpublished = Vec::new();
-        messages.retain_mut(|message| match message {
-            ClientMessage::SyncStep2(update) | ClientMessage::Update(update) => {
-                // An empty step 2 (the client has nothing the server lacks) is harmless.
-                let allowed = may_write || update.is_empty();
-                if !allowed {
-                    denied += 1;
-                }
-                allowed
-            }
-            ClientMessage::Awareness(update) if !may_publish => {
-                unpublished.append(&mut update.entries);
-                false
-            }
-            ClientMessage::Event(ClientEvent::Emit { .. }) if !may_emit => {
-                denied_events += 1;
-                false
-            }
-            _ => true,
-        });
+        let withheld = protocol::withhold(&mut messages, self.rights);
+        let (denied, denied_events, unpublished) =
+            (withheld.changes, withheld.events, withheld.presence);
         if denied_events > 0 {
             debug!(
                 denied_events,

@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tandem_core::auth::jwt::unix_now;
 use tandem_core::auth::{AllowAll, JwtAuthorizer, JwtClaims, JwtSigner};
 use tandem_core::config as doc_defaults;
-use tandem_core::{Authorizer, DocConfig, Rights, SledStore};
+use tandem_core::store::check_document;
+use tandem_core::{Authorizer, DocConfig, Rights, SledStore, Store};
 use tandem_server::config as server_defaults;
 use tandem_server::{ApiConfig, Config, RateLimit, Tandem, WebhookConfig};
 use tokio::net::TcpListener;
@@ -36,6 +37,16 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print a signed access token, for development and scripts.
     Token(TokenArgs),
+    /// Check a data directory: the store opens and every stored document decodes. Lists each
+    /// document; exits with 1 if anything is damaged.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Directory of the embedded store (sled) to check.
+    #[arg(long, env = "TANDEM_DATA_DIR", default_value = "./tandem-data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -422,7 +433,56 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve(*args))
         }
         Command::Token(args) => token(args),
+        Command::Check(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            if runtime.block_on(check(&args))? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
     }
+}
+
+/// Opens the store and checks every document; prints one line per document and a summary.
+/// Returns whether everything is intact.
+async fn check(args: &CheckArgs) -> anyhow::Result<bool> {
+    if !args.data_dir.is_dir() {
+        bail!("{} is not a directory", args.data_dir.display());
+    }
+    let data_dir = args.data_dir.clone();
+    let store = match tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await? {
+        Ok(store) => store,
+        Err(error) => {
+            println!("DAMAGED store {}: {error}", args.data_dir.display());
+            return Ok(false);
+        }
+    };
+    let (mut intact, mut damaged) = (0u64, 0u64);
+    let mut after = None;
+    loop {
+        let page = store.list(b"", after.as_ref(), 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.name.clone());
+        for info in page {
+            let outcome = match store.load(&info.name).await {
+                Ok(stored) => check_document(&stored),
+                Err(error) => Err(error.to_string()),
+            };
+            match outcome {
+                Ok(bytes) => {
+                    intact += 1;
+                    println!("ok {} ({bytes} bytes)", info.name);
+                }
+                Err(why) => {
+                    damaged += 1;
+                    println!("DAMAGED {}: {why}", info.name);
+                }
+            }
+        }
+    }
+    println!("{intact} documents intact, {damaged} damaged");
+    Ok(damaged == 0)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -446,7 +506,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&data_dir))
         .await?
-        .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "opening the store in {dir} (refusing to serve a damaged store; \
+                 `tandem check --data-dir {dir}` lists what is damaged)",
+                dir = args.data_dir.display()
+            )
+        })?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;

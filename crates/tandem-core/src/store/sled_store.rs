@@ -14,6 +14,14 @@
 //!
 //! Writes go to sled on the blocking pool; durability is group-committed: callers that wrote
 //! while a flush was running share the next flush.
+//!
+//! **Flush marker.** Every flush also writes a generation number into `meta` and, once the
+//! flush returned, into the file [`FLUSH_MARKER`] beside the database. sled recovers a
+//! truncated or partly overwritten log by silently dropping its tail, which would serve
+//! documents missing acknowledged changes; a marker ahead of the database's own generation
+//! reveals exactly that, and opening fails with [`StoreError::Behind`]. The marker is written
+//! after the database's flush and is not itself synced, so it can lag (a power cut may lose
+//! it) but never lead the database by accident.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +38,12 @@ use crate::name::DocName;
 pub const FORMAT_VERSION: u32 = 1;
 
 const FORMAT_KEY: &[u8] = b"format_version";
+
+/// `meta` key of the generation of the newest flush.
+const FLUSH_KEY: &[u8] = b"flush_generation";
+
+/// The file beside the database that records the newest flush generation acknowledged.
+pub const FLUSH_MARKER: &str = "tandem-flushed";
 
 /// sled's page cache. Its default is 1 GiB, which a server with many small documents never
 /// needs and which a compaction of a long log fills (and keeps): measured at 700 MiB of RSS for
@@ -51,6 +65,11 @@ pub struct SledStore {
 
 struct Inner {
     db: sled::Db,
+    meta: sled::Tree,
+    /// Where the flush marker lives.
+    marker: std::path::PathBuf,
+    /// The generation the next flush records.
+    generation: AtomicU64,
     snapshots: sled::Tree,
     log: sled::Tree,
     events: sled::Tree,
@@ -75,11 +94,41 @@ impl SledStore {
     ///
     /// Blocking: call it at startup or from the blocking pool.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.as_ref())
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        let dir = dir.as_ref();
+        let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+        // sled panics on some kinds of damage instead of reporting them.
+        let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+        {
+            Ok(Ok(db)) => db,
+            Ok(Err(error)) => return Err(StoreError::Open(error.to_string())),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("sled panicked");
+                return Err(StoreError::Open(format!("its files are damaged ({why})")));
+            }
+        };
         let meta = db.open_tree("meta")?;
+        let marker = dir.join(FLUSH_MARKER);
+        let flushed = meta
+            .get(FLUSH_KEY)?
+            .map(|raw| {
+                <[u8; 8]>::try_from(raw.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("flush generation record".into()))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        if let Some(acknowledged) = read_marker(&marker)? {
+            if acknowledged > flushed {
+                return Err(StoreError::Behind {
+                    acknowledged,
+                    found: flushed,
+                });
+            }
+        }
         match meta.get(FORMAT_KEY)? {
             Some(raw) => {
                 let bytes: [u8; 4] = raw
@@ -109,6 +158,9 @@ impl SledStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                meta,
+                marker,
+                generation: AtomicU64::new(flushed + 1),
                 snapshots,
                 log,
                 events,
@@ -145,8 +197,7 @@ impl SledStore {
         }
         let covers = self.inner.writes.load(Ordering::Acquire);
         let started = std::time::Instant::now();
-        self.blocking(|inner| inner.db.flush().map(drop).map_err(StoreError::from))
-            .await?;
+        self.blocking(|inner| inner.flush()).await?;
         crate::metrics::STORE_FLUSH.observe(started.elapsed());
         self.inner.flushed.fetch_max(covers, Ordering::AcqRel);
         Ok(())
@@ -177,7 +228,30 @@ fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("log key without sequence number".into()))
 }
 
+/// The generation the marker file records, if there is one.
+fn read_marker(path: &Path) -> Result<Option<u64>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            StoreError::Corrupt(format!("flush marker {} is unreadable", path.display()))
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StoreError::Io(error.to_string())),
+    }
+}
+
 impl Inner {
+    /// Flushes the database with a new generation, then records the generation in the marker.
+    fn flush(&self) -> Result<(), StoreError> {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel);
+        self.meta.insert(FLUSH_KEY, &generation.to_be_bytes())?;
+        self.db.flush()?;
+        // Written next to the marker and renamed over it, so it is never half-written.
+        let next = self.marker.with_extension("next");
+        std::fs::write(&next, generation.to_string())
+            .and_then(|()| std::fs::rename(&next, &self.marker))
+            .map_err(|error| StoreError::Io(error.to_string()))
+    }
+
     fn load(&self, name: &DocName) -> Result<StoredDoc, StoreError> {
         let mut doc = StoredDoc::default();
         if let Some(raw) = self.snapshots.get(name.as_bytes())? {

@@ -1,0 +1,101 @@
+//! Running the real `tandem` binary in tests: start it on a data directory, find its port,
+//! kill it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the binary may take to start (a debug build on a busy machine).
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `tandem serve`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub http: String,
+    /// `ws://127.0.0.1:PORT`.
+    #[allow(dead_code)]
+    // each test binary compiles this module; not all of them use WebSockets
+    pub ws: String,
+}
+
+/// Starts `tandem serve` on `data_dir` with a random port and waits until it listens. Fails with
+/// what the binary printed if it exits or does not listen within [`START_DEADLINE`].
+pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("spawning tandem: {error}"))?;
+    let (lines, logged) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                // Nobody listens once the server is up; the rest is drained.
+                let _ = lines.send(line);
+            }
+        });
+    }
+    drop(lines);
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut output = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match logged.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(addr) = listening_addr(&line) {
+                    return Ok(Server {
+                        child,
+                        http: format!("http://{addr}"),
+                        ws: format!("ws://{addr}"),
+                    });
+                }
+                output.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                return Err(format!(
+                    "tandem did not start ({status}):\n{}",
+                    output.join("\n")
+                ));
+            }
+        }
+    }
+}
+
+/// The address in the JSON log line `listening`, if `line` is it.
+fn listening_addr(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    (fields.get("message")?.as_str()? == "listening")
+        .then(|| fields.get("addr")?.as_str().map(str::to_owned))
+        .flatten()
+}
+
+impl Server {
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL tandem");
+        self.child.wait().expect("wait for tandem");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
