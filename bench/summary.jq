@@ -51,6 +51,16 @@ reduce inputs as $report ({};
   row("server RSS after, MiB"; "ingest"; .server.after.rss_kib | mib),
   row("data dir after, MiB"; "ingest"; .data_dir_bytes | if . == null then null else . / 1048576 | r(2) end),
 
+  header("Cold load: the ingested document, from a restarted server"),
+  row("synced ms (lower is better)"; "cold-load"; .synced_ms | r(1)),
+  ratio_row("… ratio"; "cold-load"; .synced_ms),
+  row("sync step 2 received ms"; "cold-load"; .step2_ms | r(1)),
+  row("sync step 2 KiB"; "cold-load"; .step2_bytes / 1024 | r(1)),
+  row("server RSS before → loaded, MiB"; "cold-load";
+    "\(.server_before.rss_kib | mib) → \(.server.after.rss_kib | mib)"),
+  ratio_row("… loaded RSS ratio"; "cold-load"; .server.after.rss_kib),
+  row("data dir, MiB"; "cold-load"; .data_dir_bytes | if . == null then null else . / 1048576 | r(2) end),
+
   (($all.tandem // {} | keys[] | select(startswith("fan-out-"))) as $key
     | ($key | ltrimstr("fan-out-")) as $n
     | header("Fan-out: 1 writer at \($all.tandem[$key].rate // "?") updates/s, \($n) readers"),
