@@ -206,12 +206,16 @@ bench() {
   shift 2
   local json=$RESULTS/$name.$key.json err=$OUT/logs/$name.$key.err
   echo "-- $name $key"
-  if RUST_LIB_BACKTRACE=0 timeout "$RUN_LIMIT" taskset -c $BENCH_CPU "$BENCH" --json "$json" "$@" \
-    --url "$URL" --protocol "$PROTOCOL" --server-pid "$SERVER_PID" 2>"$err"; then
-    return 0
-  fi
+  local rc=0
+  RUST_LIB_BACKTRACE=0 timeout "$RUN_LIMIT" taskset -c $BENCH_CPU "$BENCH" --json "$json" "$@" \
+    --url "$URL" --protocol "$PROTOCOL" --server-pid "$SERVER_PID" 2>"$err" || rc=$?
+  if [ "$rc" -eq 0 ]; then return 0; fi
   local reason
-  reason=$(grep -v '^\s*$' "$err" | grep -v -E '^(Stack backtrace|  +[0-9]+:|  +at )' | tail -n 4 | tr '\n' ' ')
+  if [ "$rc" -eq 124 ]; then
+    reason="did not finish within ${RUN_LIMIT}s"
+  else
+    reason=$(grep -v '^\s*$' "$err" | grep -v -E '^(Stack backtrace|  +[0-9]+:|  +at )' | tail -n 4 | tr '\n' ' ')
+  fi
   if ! kill -0 "$SERVER_PID" 2>/dev/null; then reason="the server died: $reason"; fi
   jq -n --arg reason "${reason:-timed out after ${RUN_LIMIT}s}" '{failed: $reason}' >"$json"
   echo "   failed: $reason" >&2
