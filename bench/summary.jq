@@ -12,7 +12,7 @@ def ratio($v; $t):
   if $v == null or $t == null or $t == 0 then "–" else "\($v / $t | r(2))×" end;
 def cell($report; f):
   if $report == null then "not run"
-  elif $report.failed then "failed: \($report.failed | .[0:120])"
+  elif $report.failed then "failed"
   else ($report | f | show) end;
 
 reduce inputs as $report ({};
@@ -27,6 +27,11 @@ reduce inputs as $report ({};
     | "| \($name) | " + ([$servers[] | $all[.][$key] as $x
         | if $x == null or $x.failed or $x.unavailable then "–" else ratio($x | f; $t) end]
       | join(" | ")) + " |";
+  # failures($key): one line per server whose run failed, with the reason.
+  def failures($key):
+    [$servers[] | . as $s | $all[$s][$key] | select(. != null and .failed)
+      | "- \($s) failed: \(.failed | gsub("\\s+"; " ") | .[0:300])"]
+    | if length > 0 then "", .[] else empty end;
   def header($title):
     "", "### \($title)", "",
     "| | " + ($servers | join(" | ")) + " |",
@@ -50,6 +55,18 @@ reduce inputs as $report ({};
   ratio_row("… ratio (lower is better)"; "ingest"; .server.cpu_s),
   row("server RSS after, MiB"; "ingest"; .server.after.rss_kib | mib),
   row("data dir after, MiB"; "ingest"; .data_dir_bytes | if . == null then null else . / 1048576 | r(2) end),
+  failures("ingest"),
+
+  header("Cold load: the ingested document, from a restarted server"),
+  row("synced ms (lower is better)"; "cold-load"; .synced_ms | r(1)),
+  ratio_row("… ratio"; "cold-load"; .synced_ms),
+  row("sync step 2 received ms"; "cold-load"; .step2_ms | r(1)),
+  row("sync step 2 KiB"; "cold-load"; .step2_bytes / 1024 | r(1)),
+  row("server RSS before → loaded, MiB"; "cold-load";
+    "\(.server_before.rss_kib | mib) → \(.server.after.rss_kib | mib)"),
+  ratio_row("… loaded RSS ratio"; "cold-load"; .server.after.rss_kib),
+  row("data dir, MiB"; "cold-load"; .data_dir_bytes | if . == null then null else . / 1048576 | r(2) end),
+  failures("cold-load"),
 
   (($all.tandem // {} | keys[] | select(startswith("fan-out-"))) as $key
     | ($key | ltrimstr("fan-out-")) as $n
@@ -64,7 +81,8 @@ reduce inputs as $report ({};
       ratio_row("… ratio (lower is better)"; $key; .server_cpu_s_per_1000),
       row("server RSS MiB"; $key; .server.after.rss_kib | mib),
       row("readers failed"; $key; .readers_failed),
-      row("generator CPU s"; $key; .generator_cpu_s)),
+      row("generator CPU s"; $key; .generator_cpu_s),
+      failures($key)),
 
   header("Presence storm: \($all.tandem.presence.peers // 200) peers × \($all.tandem.presence.hz // 60) Hz"),
   row("frames per receiver per s"; "presence"; .frames_per_receiver_s | r(1)),
@@ -75,6 +93,7 @@ reduce inputs as $report ({};
   row("server RSS MiB"; "presence"; .server.after.rss_kib | mib),
   row("peers failed"; "presence"; .peers_failed),
   row("generator CPU s"; "presence"; .generator_cpu_s),
+  failures("presence"),
 
   header("Connections: \($all.tandem.connections.connections // "?") idle connections over \($all.tandem.connections.docs // "?") documents"),
   row("all open and synced, s"; "connections"; .connect_s | r(2)),
@@ -83,6 +102,7 @@ reduce inputs as $report ({};
   row("server RSS per connection, KiB"; "connections"; .rss_per_connection_kib | r(1)),
   ratio_row("… ratio (lower is better)"; "connections"; .rss_per_connection_kib),
   row("server CPU s"; "connections"; .server.cpu_s),
+  failures("connections"),
 
   header("Many documents: \($all.tandem["many-docs"].docs // "?") documents touched once each"),
   row("touched in s"; "many-docs"; .touch_s | r(2)),
@@ -92,4 +112,5 @@ reduce inputs as $report ({};
   row("server RSS after \($all.tandem["many-docs"].idle_s // "?") s idle, MiB"; "many-docs"; .server_idle.rss_kib | mib),
   ratio_row("… ratio (lower is better)"; "many-docs"; .server_idle.rss_kib),
   row("server CPU s"; "many-docs"; .server_touched.cpu_s),
-  row("data dir MiB"; "many-docs"; .data_dir_bytes | if . == null then null else . / 1048576 | r(2) end)
+  row("data dir MiB"; "many-docs"; .data_dir_bytes | if . == null then null else . / 1048576 | r(2) end),
+  failures("many-docs")

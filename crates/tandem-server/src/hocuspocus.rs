@@ -47,7 +47,7 @@ use crate::hooks::{ConnectionInfo, HookEvent};
 use crate::limits::{ConnectionPermit, ConnectionRate, CountRate};
 use crate::peers::{PeerKind, PeerRegistration};
 use crate::ws::{admit, close, read_error, Ending, CLOSE_GOING_AWAY};
-use crate::ws::{CLOSE_POLICY, CLOSE_PROTOCOL_ERROR};
+use crate::ws::{CLOSE_POLICY, CLOSE_PROTOCOL_ERROR, READ_BUFFER_BYTES};
 use crate::{auth, Tandem};
 
 /// Close code: the pre-authentication queue caps were exceeded (Hocuspocus's ResetConnection).
@@ -86,6 +86,7 @@ pub(crate) async fn upgrade(State(tandem): State<Tandem>, request: Request) -> R
     let tracker = tandem.inner.tasks.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let span = info_span!("hocuspocus", ?remote);
             tracker.track_future(

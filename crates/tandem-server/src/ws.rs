@@ -81,6 +81,11 @@ const NO_EVENTS: &str = "custom events are not allowed on this connection";
 /// Frames written to a socket with one flush, at most.
 const WRITE_BATCH: usize = 64;
 
+/// Bytes a socket reads at a time. tungstenite zero-fills this much of its read buffer before
+/// each read, so its default (128 KiB) costs every idle connection 128 KiB of resident memory;
+/// 8 KiB holds hundreds of keystroke frames, and a larger frame grows the buffer as it arrives.
+pub(crate) const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -136,6 +141,7 @@ pub(crate) async fn upgrade(State(tandem): State<Tandem>, request: Request) -> R
     let tracker = tandem.inner.tasks.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let span = info_span!(
                 "conn",
