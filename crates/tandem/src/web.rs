@@ -143,13 +143,29 @@ mod tests {
     fn gzip_is_sent_only_to_clients_that_take_it() {
         let accepts = |value: &str| {
             let mut headers = HeaderMap::new();
-            headers.insert(ACCEPT_ENCODING, HeaderValue::from_str(value).expect("header"));
+            headers.insert(
+                ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("header"),
+            );
             accepts_gzip(&headers)
         };
-        for yes in ["gzip", "gzip, deflate, br", "br;q=1.0, GZIP;q=0.5", "*", "identity, *;q=0.1"] {
+        for yes in [
+            "gzip",
+            "gzip, deflate, br",
+            "br;q=1.0, GZIP;q=0.5",
+            "*",
+            "identity, *;q=0.1",
+        ] {
             assert!(accepts(yes), "{yes}");
         }
-        for no in ["", "br", "deflate, br", "gzip;q=0", "gzip; q=0.0, br", "xgzip"] {
+        for no in [
+            "",
+            "br",
+            "deflate, br",
+            "gzip;q=0",
+            "gzip; q=0.0, br",
+            "xgzip",
+        ] {
             assert!(!accepts(no), "{no}");
         }
         assert!(!accepts_gzip(&HeaderMap::new()));

@@ -121,7 +121,12 @@ async fn the_demo_is_served_next_to_the_api() {
     assert_eq!(header(&zipped, "content-encoding"), "gzip");
     assert!(header(&zipped, "content-type").starts_with("text/html"));
     let zipped = zipped.bytes().await.expect("body");
-    assert!(zipped.len() < plain.len(), "{} of {}", zipped.len(), plain.len());
+    assert!(
+        zipped.len() < plain.len(),
+        "{} of {}",
+        zipped.len(),
+        plain.len()
+    );
     let mut unzipped = Vec::new();
     flate2::read::GzDecoder::new(&zipped[..])
         .read_to_end(&mut unzipped)
