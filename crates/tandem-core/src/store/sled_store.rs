@@ -1,4 +1,4 @@
-//! The default [`Store`]: sled, an embedded transactional key-value store.
+//! The default [`Store`]: sled, an embedded key-value store.
 //!
 //! Layout (format version [`FORMAT_VERSION`]), in six trees:
 //! - `meta`: `format_version` → u32 big-endian.
@@ -22,6 +22,18 @@
 //! reveals exactly that, and opening fails with [`StoreError::Behind`]. The marker is written
 //! after the database's flush and is not itself synced, so it can lag (a power cut may lose
 //! it) but never lead the database by accident.
+//!
+//! **No batches.** Every write is a single `insert` or `remove`, never a `sled::Batch` or a
+//! transaction. sled 0.34 guards those with a process-wide `RwLock` that, once any batch has
+//! run, every later read, write and background flush also takes; with parking_lot's fair lock
+//! a batch waiting for the write side while a flush holds the read side and takes it again
+//! deadlocks the whole process (seen as a hang with threads in `Tree::apply_batch` and
+//! `iobuf::make_stable`; spacejam/sled#1412). Without batches sled never turns that lock on.
+//! Nothing here needs a batch's atomicity: log entries and events are only acknowledged after
+//! the flush that follows them, and compaction only removes entries a durable snapshot
+//! already covers, so a crash between single writes loses nothing acknowledged. (A crash in
+//! the middle of a delete, before it is acknowledged, can leave part of the document behind,
+//! as it could with batches: the snapshot went first.)
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,9 +62,9 @@ pub const FLUSH_MARKER: &str = "tandem-flushed";
 /// a 259k-entry log.
 pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Log entries removed per batch when a snapshot supersedes them. One batch for a long log
-/// holds every key in memory at once; entries already covered by the snapshot are ignored on
-/// load, so removing them in several steps is safe.
+/// Log entries removed per step when a snapshot supersedes them. Collecting every key of a
+/// long log holds them all in memory at once; entries already covered by the snapshot are
+/// ignored on load, so removing them in several steps is safe.
 const REMOVE_BATCH: usize = 4096;
 /// Present in `meta` once the `docs` tree indexes every stored document.
 const DOCS_INDEXED_KEY: &[u8] = b"docs_indexed";
@@ -279,13 +291,13 @@ impl Inner {
 
     fn append(&self, name: &DocName, entries: Vec<LogEntry>) -> Result<(), StoreError> {
         let prefix = doc_prefix(name);
-        let mut batch = sled::Batch::default();
         let mut added = 0;
+        // One insert each, never a `sled::Batch`: see "No batches" above.
         for entry in entries {
             added += entry.update.len() as u64;
-            batch.insert(log_key(&prefix, entry.seq), entry.update.as_ref());
+            self.log
+                .insert(log_key(&prefix, entry.seq), entry.update.as_ref())?;
         }
-        self.log.apply_batch(batch)?;
         let size = self.stored_size(name)?.unwrap_or(0) + added;
         self.docs
             .insert(name.as_bytes(), &doc_record(size, now_ms()))?;
@@ -300,22 +312,22 @@ impl Inner {
         keep: usize,
     ) -> Result<(), StoreError> {
         let prefix = doc_prefix(name);
-        let mut batch = sled::Batch::default();
         let newest = events.last().map_or(0, |event| event.seq);
         for event in events {
-            batch.insert(log_key(&prefix, event.seq), event.json.as_ref());
+            self.events
+                .insert(log_key(&prefix, event.seq), event.json.as_ref())?;
         }
         // Everything older than the newest `keep` goes.
         if let Some(oldest_kept) = newest.checked_sub(keep as u64) {
-            for key in self
+            let old = self
                 .events
                 .range(prefix.clone()..=log_key(&prefix, oldest_kept))
                 .keys()
-            {
-                batch.remove(key?);
+                .collect::<Result<Vec<_>, _>>()?;
+            for key in old {
+                self.events.remove(key)?;
             }
         }
-        self.events.apply_batch(batch)?;
         self.writes.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -352,11 +364,9 @@ impl Inner {
             if keys.is_empty() {
                 break;
             }
-            let mut batch = sled::Batch::default();
             for key in keys {
-                batch.remove(key);
+                self.log.remove(key)?;
             }
-            self.log.apply_batch(batch)?;
         }
         let mut size = snapshot.state.len() as u64;
         for value in self.log.scan_prefix(&prefix).values() {
@@ -417,16 +427,15 @@ impl Inner {
 
     fn delete(&self, name: &DocName) -> Result<(), StoreError> {
         self.snapshots.remove(name.as_bytes())?;
-        let mut batch = sled::Batch::default();
-        for key in self.log.scan_prefix(doc_prefix(name)).keys() {
-            batch.remove(key?);
+        for tree in [&self.log, &self.events] {
+            let keys = tree
+                .scan_prefix(doc_prefix(name))
+                .keys()
+                .collect::<Result<Vec<_>, _>>()?;
+            for key in keys {
+                tree.remove(key)?;
+            }
         }
-        self.log.apply_batch(batch)?;
-        let mut events = sled::Batch::default();
-        for key in self.events.scan_prefix(doc_prefix(name)).keys() {
-            events.remove(key?);
-        }
-        self.events.apply_batch(events)?;
         self.docs.remove(name.as_bytes())?;
         self.writes.fetch_add(1, Ordering::AcqRel);
         Ok(())
