@@ -7,6 +7,13 @@
 //! (group commit). When the log grows past its thresholds the next store operation is a
 //! compaction instead, whose snapshot also covers everything pending. Some time after the last
 //! peer leaves, the actor compacts, deregisters and ends.
+//!
+//! Reading this file, top to bottom: the errors and peer types; [`DocHandle`], the requests
+//! other tasks make; `DocActor::run` and `handle`, its loop over commands; `on_message` and
+//! `apply`, what a peer's frames do; `broadcast`, `send_to` and `cut_off`, the fan-out;
+//! awareness (`awareness_changed`, `send_awareness`); custom events (`emit`, `replay_events`);
+//! the store (`start_persist`, `persisted`, `snapshot`, compaction); and the endings
+//! (`unload`, `delete`, `fail`, `stop_broken`).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -106,11 +106,7 @@ struct Client {
 /// same JSON, and that the server's state decodes and survives a restart unchanged. An honest
 /// client is never cut off for its updates.
 pub fn convergence(script: &ConvergenceScript) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(run(script));
+    crate::server::block_on(run(script));
 }
 
 async fn run(script: &ConvergenceScript) {

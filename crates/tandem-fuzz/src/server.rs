@@ -204,6 +204,16 @@ pub async fn server_state(server: &Server) -> (Vec<u8>, StateVector, serde_json:
     (state, sv, json)
 }
 
+/// Runs one fuzz input's future to completion on a fresh single-threaded runtime, so every
+/// input starts from the same scheduler state.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
 /// Checks that a full state decodes and loads into a fresh document without pending parts, and
 /// returns that document's state vector and JSON (as the server computes JSON).
 pub fn reload(state: &[u8]) -> (StateVector, serde_json::Value) {

@@ -101,11 +101,7 @@ struct Peer {
 /// - the document always encodes to an update that decodes and loads without missing parts,
 /// - after a restart from the store the document is exactly what it was in memory.
 pub fn session(script: &SessionScript) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(run(script));
+    crate::server::block_on(run(script));
 }
 
 async fn run(script: &SessionScript) {

@@ -70,6 +70,11 @@ pub struct Change {
 
 impl Change {
     /// The updates merged into one Yjs v1 update.
+    ///
+    /// A convenience for a few updates: `yrs::merge_updates_v1` costs more than linear time in
+    /// the number of updates, so for a long burst (thousands of keystrokes) apply `updates` in
+    /// order to a `yrs::Doc` instead. Tandem itself never merges: it stores and sends each
+    /// update as it is and compacts by encoding the live document.
     pub fn merged(&self) -> Result<Vec<u8>, yrs::encoding::read::Error> {
         yrs::merge_updates_v1(self.updates.iter().map(|update| &update[..]))
     }
