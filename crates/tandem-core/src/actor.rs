@@ -33,6 +33,7 @@ use crate::awareness::{AwarenessTable, ClientState};
 use crate::config::DocConfig;
 use crate::events::{DocEvent, EventSink, Origin};
 use crate::name::DocName;
+use crate::nesting::{NestingIndex, TooDeep, MAX_TYPE_NESTING};
 use crate::peer::{Delivery, Eviction, PeerId, PeerOutbox};
 use crate::protocol::{self, ClientEvent, ClientMessage, ReceivedUpdate};
 use crate::registry::RegistryInner;
@@ -63,6 +64,14 @@ pub enum DocError {
     /// The document was deleted while the request waited.
     #[error("document was deleted")]
     Deleted,
+    /// The document nests shared types deeper than
+    /// [`MAX_TYPE_NESTING`](crate::nesting::MAX_TYPE_NESTING) (it was stored before the limit
+    /// existed), too deep to walk safely.
+    #[error("the document nests shared types deeper than {limit}")]
+    NestedTooDeeply {
+        /// The deepest nesting walked.
+        limit: u16,
+    },
 }
 
 /// Why an update from server code was not applied.
@@ -80,6 +89,15 @@ pub enum UpdateError {
     /// The update decoded but yrs could not integrate it.
     #[error("update could not be integrated: {0}")]
     Invalid(String),
+    /// The update would nest a shared type deeper than
+    /// [`MAX_TYPE_NESTING`](crate::nesting::MAX_TYPE_NESTING); nothing of it was applied.
+    #[error("the update nests shared types {depth} deep, deeper than the limit of {limit}")]
+    TooDeep {
+        /// The depth the update asked for.
+        depth: u16,
+        /// The deepest nesting accepted.
+        limit: u16,
+    },
     /// The update depends on changes the document does not have (an update from before was
     /// lost or is still on its way). What could be integrated was; the sender should send
     /// what the document lacks, computed from its state vector.
@@ -393,6 +411,7 @@ pub(crate) fn spawn_parts(
         actor_id,
         doc: Doc::new(),
         awareness: AwarenessTable::default(),
+        nesting: NestingIndex::default(),
         awareness_changed: BTreeSet::new(),
         awareness_sent: None,
         peers: HashMap::new(),
@@ -447,6 +466,8 @@ pub(crate) struct DocActor {
     actor_id: u64,
     doc: Doc,
     awareness: AwarenessTable,
+    /// How deeply the document's shared types nest, to refuse updates nesting deeper.
+    nesting: NestingIndex,
     /// Clients whose awareness changed since the last awareness frame went out.
     awareness_changed: BTreeSet<u64>,
     /// When the last awareness frame went out.
@@ -578,11 +599,17 @@ impl DocActor {
                 self.doc_bytes = snapshot.len() as u64;
                 let update = protocol::decode_update(snapshot).map_err(|_| corrupt("snapshot"))?;
                 txn.apply_update(update).map_err(|_| corrupt("snapshot"))?;
+                self.nesting
+                    .record(snapshot)
+                    .map_err(|_| corrupt("snapshot"))?;
             }
             for entry in &stored.log {
                 let update =
                     protocol::decode_update(&entry.update).map_err(|_| corrupt("log entry"))?;
                 txn.apply_update(update).map_err(|_| corrupt("log entry"))?;
+                self.nesting
+                    .record(&entry.update)
+                    .map_err(|_| corrupt("log entry"))?;
                 self.log_bytes += entry.update.len() as u64;
             }
             self.doc_bytes += self.log_bytes;
@@ -599,6 +626,7 @@ impl DocActor {
         debug!(
             snapshot_seq = stored.snapshot_seq,
             log = stored.log.len(),
+            nesting = self.nesting.deepest(),
             "document loaded"
         );
         self.emit_doc_event(DocEvent::Loaded {
@@ -847,6 +875,7 @@ impl DocActor {
                 }
             }
             Err(UpdateError::TooLarge { .. }) => self.cut_off(peer, Eviction::DocumentTooLarge),
+            Err(UpdateError::TooDeep { .. }) => self.cut_off(peer, Eviction::NestedTooDeeply),
             Err(_) => self.cut_off(peer, Eviction::InvalidUpdate),
         }
     }
@@ -869,6 +898,13 @@ impl DocActor {
                 "refusing update: the document would exceed its size limit"
             );
             return Err(UpdateError::TooLarge { limit });
+        }
+        if let Err(TooDeep { depth }) = self.nesting.check(&received.layout, MAX_TYPE_NESTING) {
+            warn!(%origin, depth, limit = MAX_TYPE_NESTING, "refusing update: shared types nested too deeply");
+            return Err(UpdateError::TooDeep {
+                depth,
+                limit: MAX_TYPE_NESTING,
+            });
         }
         let started = std::time::Instant::now();
         let applied = catch_unwind(AssertUnwindSafe(|| {
@@ -920,6 +956,10 @@ impl DocActor {
         // `00 00`: no new structs and no deletions, e.g. a sync step 2 with nothing new.
         if delta.len() <= 2 && delta.iter().all(|&b| b == 0) {
             return;
+        }
+        if let Err(error) = self.nesting.record(&delta) {
+            // yrs' own encoding: cannot happen, and the index only gets more conservative.
+            warn!(%error, "could not index a change's nesting");
         }
         let delta = Bytes::from(delta);
         self.last_seq += 1;

@@ -17,7 +17,8 @@ use yrs::{
 use crate::actor::{DocError, DocHandle, DocStats, ReadJob, UpdateError, WriteJob};
 use crate::awareness::ClientState;
 use crate::name::DocName;
-use crate::protocol::{decode_update, ReceivedUpdate};
+use crate::nesting::MAX_TYPE_NESTING;
+use crate::protocol::ReceivedUpdate;
 use crate::registry::{Registry, JOIN_ATTEMPTS};
 
 /// A closure for the document's actor, which hands it back unrun when it is unloading.
@@ -135,10 +136,7 @@ impl Document {
 
     async fn apply(&self, update: &[u8], durable: bool) -> Result<(), UpdateError> {
         for _ in 0..JOIN_ATTEMPTS {
-            let received = ReceivedUpdate {
-                update: decode_update(update).map_err(|_| UpdateError::Malformed)?,
-                encoded_len: update.len(),
-            };
+            let received = ReceivedUpdate::decode(update).map_err(|_| UpdateError::Malformed)?;
             let handle = self.registry.handle(&self.name)?;
             match handle.apply(received, durable).await {
                 Err(UpdateError::Document(DocError::Unloaded)) => self.registry.forget(&handle),
@@ -188,15 +186,19 @@ impl Document {
     /// `{"children"}` for fragments, `{"text", "delta"}` for XML text). A root whose type no
     /// client has declared to the server is read as what its content looks like (text, map or
     /// array), as Yjs does; a root holding only XML nodes is read as an XML fragment.
+    ///
+    /// A document stored before nesting was limited and nesting deeper than
+    /// [`MAX_TYPE_NESTING`] is refused with [`DocError::NestedTooDeeply`].
     pub async fn get_json(&self) -> Result<serde_json::Value, DocError> {
-        self.read(json_of).await
+        self.read(json_of).await?
     }
 
     /// [`Document::get_json`] together with the state vector of the state it shows.
     pub async fn get_json_with_state_vector(
         &self,
     ) -> Result<(serde_json::Value, StateVector), DocError> {
-        self.read(|txn| (json_of(txn), txn.state_vector())).await
+        self.read(|txn| json_of(txn).map(|json| (json, txn.state_vector())))
+            .await?
     }
 
     /// Every client's current awareness state (presence), with the peer that published it.
@@ -250,7 +252,16 @@ impl Document {
 /// A document as JSON, as [`Document::get_json`] shows it. Root types the server never
 /// declared are undefined to yrs (`Out::UndefinedRef`); copying every root into a map of a
 /// scratch document makes yrs infer their types, without declaring anything on the live one.
-pub fn json_of(txn: &Transaction<'_>) -> Value {
+///
+/// The copy and the conversion recurse as deep as the document's types nest, so the nesting
+/// is measured first, without recursion: a document nesting deeper than [`MAX_TYPE_NESTING`]
+/// (possible only in one stored before the limit) is refused.
+pub fn json_of(txn: &Transaction<'_>) -> Result<Value, DocError> {
+    if nests_deeper_than(txn, MAX_TYPE_NESTING.into()) {
+        return Err(DocError::NestedTooDeeply {
+            limit: MAX_TYPE_NESTING,
+        });
+    }
     let scratch = Doc::new();
     let roots = scratch.get_or_insert_map("roots");
     {
@@ -260,12 +271,58 @@ pub fn json_of(txn: &Transaction<'_>) -> Value {
         }
     }
     let copy = scratch.transact();
-    Value::Object(
+    Ok(Value::Object(
         roots
             .iter(&copy)
             .map(|(name, value)| (name.to_owned(), root_json(value, &copy)))
             .collect(),
-    )
+    ))
+}
+
+/// Whether any shared type sits deeper than `limit` (a root at depth 1), walked with a stack
+/// of its own instead of recursion.
+fn nests_deeper_than(txn: &Transaction<'_>, limit: usize) -> bool {
+    let mut stack: Vec<(Out, usize)> = txn.root_refs().map(|(_, root)| (root, 1)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        if depth > limit {
+            return true;
+        }
+        let mut children = Vec::new();
+        match value {
+            Out::YMap(map) => children.extend(map.iter(txn).map(|(_, v)| v)),
+            Out::YArray(array) => children.extend(array.iter(txn)),
+            Out::YText(text) => children.extend(
+                text.diff(txn, YChange::identity)
+                    .into_iter()
+                    .map(|d| d.insert),
+            ),
+            Out::YXmlText(text) => {
+                children.extend(
+                    text.diff(txn, YChange::identity)
+                        .into_iter()
+                        .map(|d| d.insert),
+                );
+                children.extend(text.attributes(txn).map(|(_, v)| v));
+            }
+            Out::YXmlElement(element) => {
+                children.extend(element.attributes(txn).map(|(_, v)| v));
+                children.extend(element.children(txn).map(Out::from));
+            }
+            Out::YXmlFragment(fragment) => children.extend(fragment.children(txn).map(Out::from)),
+            Out::UndefinedRef(branch) => {
+                children.extend(yrs::MapRef::from(branch).iter(txn).map(|(_, v)| v));
+                children.extend(yrs::ArrayRef::from(branch).iter(txn));
+            }
+            _ => {}
+        }
+        stack.extend(
+            children
+                .into_iter()
+                .filter(|child| !matches!(child, Out::Any(_)))
+                .map(|child| (child, depth + 1)),
+        );
+    }
+    false
 }
 
 /// A root's JSON. Updates do not say which type a root is; yrs infers a root of XML nodes to be

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use crate::lib0::{write_var_bytes, write_var_u64, DecodeError, Reader};
-use crate::protocol::{decode_awareness, decode_state_vector, decode_update, AwarenessUpdate};
+use crate::protocol::{decode_awareness, decode_state_vector, AwarenessUpdate};
 use crate::protocol::{ClientMessage, ReceivedUpdate, MSG_AWARENESS, MSG_SYNC};
 
 /// Message type: y-protocols sync.
@@ -119,12 +119,7 @@ pub fn decode_client_frame(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
 }
 
 fn decode_sync(reader: &mut Reader<'_>) -> Result<ClientMessage, DecodeError> {
-    let received = |bytes: &[u8]| -> Result<ReceivedUpdate, DecodeError> {
-        Ok(ReceivedUpdate {
-            update: decode_update(bytes)?,
-            encoded_len: bytes.len(),
-        })
-    };
+    let received = ReceivedUpdate::decode;
     match reader.var_u64()? {
         0 => Ok(ClientMessage::SyncStep1(decode_state_vector(
             reader.var_bytes()?,

@@ -62,6 +62,7 @@
 //! - [`hocuspocus`]: the Hocuspocus framing (many documents per socket, in-band auth).
 //! - [`peer`]: a peer's bounded outbound queue and the eviction of peers that fall behind.
 //! - [`protocol`]: decoding and encoding y-websocket frames (sync, awareness, auth).
+//! - [`nesting`]: how deeply shared types nest; deeper than the limit is refused.
 //! - [`preflight`]: the walk over an update's bytes that refuses what yrs would choke on.
 //! - [`awareness`]: presence states with the y-protocols rules.
 //! - [`auth`]: the [`Authorizer`] trait, [`Rights`], and JWT verification and minting.
@@ -81,6 +82,7 @@ pub mod hocuspocus;
 pub mod lib0;
 pub mod metrics;
 pub mod name;
+pub mod nesting;
 pub mod peer;
 pub mod preflight;
 pub mod protocol;

@@ -45,6 +45,9 @@ pub enum Eviction {
     DocumentTooLarge,
     /// The document was deleted.
     DocumentDeleted,
+    /// The peer sent an update that would have nested shared types deeper than
+    /// [`MAX_TYPE_NESTING`](crate::nesting::MAX_TYPE_NESTING); the update was refused.
+    NestedTooDeeply,
 }
 
 /// What became of a frame pushed to a peer.

@@ -39,18 +39,62 @@ const TYPE_XML_TEXT: u64 = 6;
 
 /// Checks that `bytes` is a Yjs v1 update yrs can decode safely; see the module documentation.
 pub fn check_update(bytes: &[u8]) -> Result<(), DecodeError> {
+    walk_update(bytes, |_| {})
+}
+
+/// Where an item says it belongs: Yjs encodes its parent only when the item has no neighbour
+/// to inherit the parent from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Directly under a root type.
+    Root,
+    /// Directly under the type held by this item (client, clock).
+    Under(u64, u32),
+    /// Beside these items (origin, right origin): in the same parent as them.
+    Beside(Option<(u64, u32)>, Option<(u64, u32)>),
+}
+
+/// One struct of an update, as [`walk_update`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Struct {
+    /// The client that wrote it.
+    pub(crate) client: u64,
+    /// Its first clock.
+    pub(crate) clock: u32,
+    /// Its length in clock ticks.
+    pub(crate) len: u32,
+    /// Where it belongs; `None` for garbage-collected ranges and skips.
+    pub(crate) placement: Option<Placement>,
+    /// Whether it holds a shared type (which other items can be placed under).
+    pub(crate) is_type: bool,
+}
+
+/// [`check_update`], telling `visit` about every struct (garbage collected ranges included,
+/// skips not) in the order of the encoding.
+pub(crate) fn walk_update(bytes: &[u8], mut visit: impl FnMut(Struct)) -> Result<(), DecodeError> {
     let mut r = Reader::new(bytes);
     let clients = count(&mut r)?;
     for _ in 0..clients {
         let structs = count(&mut r)?;
-        client_id(&mut r)?;
+        let client = client_id(&mut r)?;
         let mut clock = clock(&mut r)?;
         for _ in 0..structs {
-            let len = structure(&mut r)?;
-            clock = clock
+            let (len, kind) = structure(&mut r)?;
+            let end = clock
                 .checked_add(len)
                 .filter(|&end| end <= u64::from(u32::MAX))
                 .ok_or(DecodeError::Invalid("struct clock range past 2^32"))?;
+            if let Some((placement, is_type)) = kind {
+                visit(Struct {
+                    client,
+                    // Both fit: `end` is at most 2^32 - 1.
+                    clock: clock as u32,
+                    len: len as u32,
+                    placement,
+                    is_type,
+                });
+            }
+            clock = end;
         }
     }
     let clients = count(&mut r)?;
@@ -115,61 +159,67 @@ fn clock(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
     Ok(clock)
 }
 
-fn id(r: &mut Reader<'_>) -> Result<(), DecodeError> {
-    client_id(r)?;
-    clock(r)?;
-    Ok(())
+fn id(r: &mut Reader<'_>) -> Result<(u64, u32), DecodeError> {
+    let client = client_id(r)?;
+    // `clock` refuses values past u32::MAX.
+    let clock = clock(r)? as u32;
+    Ok((client, clock))
 }
 
-/// Reads one struct and returns its length in clock ticks.
-fn structure(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
+/// What a struct is besides its length: `None` for a garbage-collected range or a skip, else
+/// where the item belongs and whether it holds a shared type.
+type Kind = Option<(Option<Placement>, bool)>;
+
+/// Reads one struct and returns its length in clock ticks and its kind.
+fn structure(r: &mut Reader<'_>) -> Result<(u64, Kind), DecodeError> {
     let [info] = r.bytes(1)? else {
         unreachable!("one byte was read")
     };
     let info = *info;
     match info & 0x1f {
-        GC | SKIP => return positive_len(r),
+        GC => return Ok((positive_len(r)?, Some((None, false)))),
+        SKIP => return Ok((positive_len(r)?, None)),
         _ => {}
     }
-    let has_origin = info & 0x80 != 0;
-    let has_right_origin = info & 0x40 != 0;
-    if has_origin {
-        id(r)?;
-    }
-    if has_right_origin {
-        id(r)?;
-    }
-    if !has_origin && !has_right_origin {
+    let origin = (info & 0x80 != 0).then(|| id(r)).transpose()?;
+    let right_origin = (info & 0x40 != 0).then(|| id(r)).transpose()?;
+    let placement = if origin.is_none() && right_origin.is_none() {
         // The parent: a root's name or the id of the item holding the type.
-        if r.var_u64()? == 1 {
+        let placement = if r.var_u64()? == 1 {
             r.var_str()?;
+            Placement::Root
         } else {
-            id(r)?;
-        }
+            let (client, clock) = id(r)?;
+            Placement::Under(client, clock)
+        };
         if info & 0x20 != 0 {
             r.var_str()?;
         }
-    }
-    match info & 0x1f {
-        DELETED => positive_len(r),
-        JSON => Err(DecodeError::Invalid("legacy json content is not supported")),
+        placement
+    } else {
+        Placement::Beside(origin, right_origin)
+    };
+    let kind = |is_type| Some((Some(placement), is_type));
+    let len = match info & 0x1f {
+        DELETED => positive_len(r)?,
+        JSON => return Err(DecodeError::Invalid("legacy json content is not supported")),
         BINARY => {
             r.var_bytes()?;
-            Ok(1)
+            1
         }
         STRING => {
             // yrs counts UTF-16 code units, like JavaScript.
             let s = r.var_str()?;
-            nonzero(s.encode_utf16().count() as u64)
+            nonzero(s.encode_utf16().count() as u64)?
         }
         EMBED => {
             json_depth(r.var_str()?)?;
-            Ok(1)
+            1
         }
         FORMAT => {
             r.var_str()?;
             json_depth(r.var_str()?)?;
-            Ok(1)
+            1
         }
         TYPE => {
             match r.var_u64()? {
@@ -179,17 +229,18 @@ fn structure(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
                 0..=TYPE_XML_TEXT => {}
                 _ => return Err(DecodeError::Invalid("unsupported shared type")),
             }
-            Ok(1)
+            return Ok((1, kind(true)));
         }
         ANY => {
             let n = count(r)?;
             for _ in 0..n {
                 any(r, 0)?;
             }
-            nonzero(n)
+            nonzero(n)?
         }
-        _ => Err(DecodeError::Invalid("unsupported struct kind")),
-    }
+        _ => return Err(DecodeError::Invalid("unsupported struct kind")),
+    };
+    Ok((len, kind(false)))
 }
 
 fn positive_len(r: &mut Reader<'_>) -> Result<u64, DecodeError> {

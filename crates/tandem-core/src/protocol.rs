@@ -147,9 +147,22 @@ pub struct ReceivedUpdate {
     /// Its encoded size in bytes: what it can add to the document at most, give or take the
     /// encoding, so size limits are checked against it before the update is applied.
     pub encoded_len: usize,
+    /// Where its items belong, for the nesting check before it is applied.
+    pub(crate) layout: crate::nesting::Layout,
 }
 
 impl ReceivedUpdate {
+    /// Decodes a Yjs v1 update as [`decode_update`] does, keeping what the document checks
+    /// before applying it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let layout = crate::nesting::Layout::read(bytes)?;
+        Ok(Self {
+            update: decode_checked(bytes)?,
+            encoded_len: bytes.len(),
+            layout,
+        })
+    }
+
     /// Whether the update carries nothing: no structs and no deletions (a client's sync step 2
     /// when the server already has everything).
     pub fn is_empty(&self) -> bool {
@@ -221,10 +234,7 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<ClientMessage, DecodeError>
 }
 
 fn received_update(bytes: &[u8]) -> Result<ReceivedUpdate, DecodeError> {
-    Ok(ReceivedUpdate {
-        update: decode_update(bytes)?,
-        encoded_len: bytes.len(),
-    })
+    ReceivedUpdate::decode(bytes)
 }
 
 /// Decodes a Yjs v1 update, refusing bytes yrs cannot parse.
@@ -235,6 +245,11 @@ fn received_update(bytes: &[u8]) -> Result<ReceivedUpdate, DecodeError> {
 /// error instead of taking the connection task down.
 pub fn decode_update(bytes: &[u8]) -> Result<Update, DecodeError> {
     crate::preflight::check_update(bytes)?;
+    decode_checked(bytes)
+}
+
+/// Decodes bytes the preflight walk accepted.
+fn decode_checked(bytes: &[u8]) -> Result<Update, DecodeError> {
     match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes))) {
         Ok(Ok(update)) => Ok(update),
         _ => Err(DecodeError::Invalid("malformed update")),

@@ -229,5 +229,8 @@ pub fn reload(state: &[u8]) -> (StateVector, serde_json::Value) {
     );
     drop(txn);
     let txn = doc.transact();
-    (txn.state_vector(), tandem_core::document::json_of(&txn))
+    (
+        txn.state_vector(),
+        tandem_core::document::json_of(&txn).expect("nesting is bounded"),
+    )
 }

@@ -147,6 +147,11 @@ impl From<DocError> for ApiError {
                 "unavailable",
                 "the document is busy unloading; try again",
             ),
+            DocError::NestedTooDeeply { limit } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "nested_too_deeply",
+                format!("the document nests shared types deeper than {limit}: it cannot be read as JSON"),
+            ),
             DocError::Aborted => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -171,6 +176,11 @@ impl From<UpdateError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "update_not_integrated",
                 "the update decoded but could not be integrated",
+            ),
+            UpdateError::TooDeep { depth, limit } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "nested_too_deeply",
+                format!("the update nests shared types {depth} deep; at most {limit} are accepted"),
             ),
             UpdateError::Incomplete => Self::new(
                 StatusCode::CONFLICT,

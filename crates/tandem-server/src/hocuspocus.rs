@@ -674,6 +674,7 @@ impl<'a> Multiplexed<'a> {
                     Eviction::InvalidUpdate => "invalid update",
                     Eviction::DocumentTooLarge => "document too large",
                     Eviction::DocumentDeleted => "document deleted",
+                    Eviction::NestedTooDeeply => "shared types nested too deeply",
                 };
                 self.close_session(socket, &address, reason).await
             }

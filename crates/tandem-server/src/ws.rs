@@ -11,7 +11,7 @@
 //! | 1001 | the server is shutting down, or the peer stopped answering pings |
 //! | 1002 | a frame does not decode (nothing in it was applied) |
 //! | 1003 | a text frame (the protocol is binary) |
-//! | 1008 | the peer sent faster than its rate limit, an awareness state or custom event over the size limit, or events faster than their rate limit |
+//! | 1008 | the peer sent an update nesting shared types deeper than the limit (refused), faster than its rate limit, an awareness state or custom event over the size limit, or events faster than their rate limit |
 //! | 1009 | a frame larger than the limit |
 //! | 1011 | the document failed (its store did) |
 //! | 1013 | the peer reads too slowly and its queue filled up |
@@ -579,6 +579,7 @@ fn eviction(reason: Eviction) -> Ending {
         Eviction::InvalidUpdate => Ending::Close(CLOSE_PROTOCOL_ERROR, "invalid update"),
         Eviction::DocumentTooLarge => Ending::Close(CLOSE_DOCUMENT_TOO_LARGE, "document too large"),
         Eviction::DocumentDeleted => Ending::Close(CLOSE_DOCUMENT_DELETED, "document deleted"),
+        Eviction::NestedTooDeeply => Ending::Close(CLOSE_POLICY, "shared types nested too deeply"),
     }
 }
 
