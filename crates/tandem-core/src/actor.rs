@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use yrs::{Doc, ReadTxn, StateVector, Transact, Transaction, TransactionMut, Update, WriteTxn};
 
-use crate::awareness::{AwarenessTable, ClientState};
+use crate::awareness::{AwarenessTable, ClientState, PresenceLimit, PresenceLimits};
 use crate::config::DocConfig;
 use crate::events::{DocEvent, EventSink, Origin};
 use crate::name::DocName;
@@ -410,7 +410,10 @@ pub(crate) fn spawn_parts(
         name,
         actor_id,
         doc: Doc::new(),
-        awareness: AwarenessTable::default(),
+        awareness: AwarenessTable::with_limits(PresenceLimits {
+            clients_per_peer: config.max_presence_clients,
+            document_bytes: config.max_presence_bytes,
+        }),
         nesting: NestingIndex::default(),
         awareness_changed: BTreeSet::new(),
         awareness_sent: None,
@@ -561,7 +564,7 @@ impl DocActor {
                         return;
                     }
                 }
-                _ = sweep.tick(), if self.awareness.has_states() => self.sweep_awareness(),
+                _ = sweep.tick(), if self.awareness.has_entries() => self.sweep_awareness(),
                 _ = tokio::time::sleep_until(self.next_awareness_frame()),
                     if !self.awareness_changed.is_empty() =>
                 {
@@ -834,6 +837,10 @@ impl DocActor {
                     debug!(%peer, refused = applied.refused, "refusing awareness for clients another connection owns");
                 }
                 self.awareness_changed(applied.changed);
+                if let Some(limit) = applied.over_limit {
+                    warn!(%peer, ?limit, bytes = self.awareness.bytes(), "closing peer: presence limit");
+                    self.cut_off(peer, Eviction::PresenceLimit(limit));
+                }
             }
             ClientMessage::QueryAwareness => {
                 if let Some(states) = self.awareness.encode_all() {

@@ -35,6 +35,38 @@ pub struct Applied {
     pub changed: Vec<u64>,
     /// Newer entries refused because another connection owns the client id.
     pub refused: usize,
+    /// The update broke a limit: the entries from the first one over it on were refused, and
+    /// the connection should be closed.
+    pub over_limit: Option<PresenceLimit>,
+}
+
+/// A limit of [`PresenceLimits`] an awareness update broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceLimit {
+    /// The connection would publish more client ids than allowed.
+    ClientsPerPeer,
+    /// The document's states would take more bytes than allowed.
+    DocumentBytes,
+}
+
+/// How much presence one document holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceLimits {
+    /// Client ids one connection may publish states for at once (see
+    /// [`DEFAULT_MAX_PRESENCE_CLIENTS`](crate::config::DEFAULT_MAX_PRESENCE_CLIENTS)).
+    pub clients_per_peer: usize,
+    /// Bytes of JSON all of a document's states may take together (see
+    /// [`DEFAULT_MAX_PRESENCE_BYTES`](crate::config::DEFAULT_MAX_PRESENCE_BYTES)).
+    pub document_bytes: usize,
+}
+
+impl Default for PresenceLimits {
+    fn default() -> Self {
+        Self {
+            clients_per_peer: crate::config::DEFAULT_MAX_PRESENCE_CLIENTS,
+            document_bytes: crate::config::DEFAULT_MAX_PRESENCE_BYTES,
+        }
+    }
 }
 
 /// One client's current awareness state.
@@ -53,12 +85,27 @@ pub struct ClientState {
 }
 
 /// Every client's awareness state in one document.
+///
+/// A removed client is remembered (its clock, so an older state arriving late stays refused)
+/// for [`OUTDATED_TIMEOUT`], then forgotten; a removal of a client the table does not know is
+/// not stored at all, so removals cannot grow the table.
 #[derive(Debug, Default)]
 pub struct AwarenessTable {
     clients: HashMap<u64, ClientMeta>,
+    /// Bytes of JSON of the present states.
+    bytes: usize,
+    limits: PresenceLimits,
 }
 
 impl AwarenessTable {
+    /// An empty table enforcing `limits`.
+    pub fn with_limits(limits: PresenceLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     /// Applies an update from `peer`; returns the ids of the clients it changed or renewed, which
     /// are what must be broadcast (renewals included: they are the clients' keep-alive), and the
     /// number of entries refused.
@@ -78,10 +125,14 @@ impl AwarenessTable {
     ) -> Applied {
         let mut applied = Applied {
             changed: Vec::with_capacity(update.entries.len()),
-            refused: 0,
+            ..Applied::default()
         };
         for entry in update.entries {
             let current = self.clients.get(&entry.client);
+            if current.is_none() && entry.state.is_none() {
+                // The removal of a client nobody knows: nothing to remember it by.
+                continue;
+            }
             let present = current.is_some_and(|meta| meta.state.is_some());
             let current_clock = current.map_or(0, |meta| meta.clock);
             let accept = current_clock < entry.clock
@@ -97,6 +148,27 @@ impl AwarenessTable {
                 applied.refused += 1;
                 continue;
             }
+            let old_len = current
+                .and_then(|meta| meta.state.as_ref())
+                .map_or(0, |s| s.len());
+            let new_len = entry.state.as_ref().map_or(0, |s| s.len());
+            if entry.state.is_some() && !(present && owner == peer) {
+                let published = self
+                    .clients
+                    .values()
+                    .filter(|meta| meta.owner == peer && meta.state.is_some())
+                    .count();
+                if published >= self.limits.clients_per_peer {
+                    applied.over_limit = Some(PresenceLimit::ClientsPerPeer);
+                    break;
+                }
+            }
+            let bytes = self.bytes - old_len + new_len;
+            if new_len > old_len && bytes > self.limits.document_bytes {
+                applied.over_limit = Some(PresenceLimit::DocumentBytes);
+                break;
+            }
+            self.bytes = bytes;
             // A removal of a client that is already gone changes nothing anyone can see.
             let visible = present || entry.state.is_some();
             self.clients.insert(
@@ -117,31 +189,50 @@ impl AwarenessTable {
 
     /// Removes every state `peer` introduced; returns the removed client ids.
     pub fn remove_peer(&mut self, peer: PeerId) -> Vec<u64> {
+        let now = Instant::now();
         let mut removed = Vec::new();
         for (&client, meta) in &mut self.clients {
-            if meta.owner == peer && meta.state.is_some() {
-                meta.state = None;
-                removed.push(client);
+            if meta.owner == peer {
+                if let Some(state) = meta.state.take() {
+                    self.bytes -= state.len();
+                    meta.last_updated = now;
+                    removed.push(client);
+                }
             }
         }
         removed
     }
 
-    /// Removes states not renewed within [`OUTDATED_TIMEOUT`]; returns the removed client ids.
+    /// Removes states not renewed within [`OUTDATED_TIMEOUT`], and forgets clients removed
+    /// longer ago than that; returns the removed client ids.
     pub fn remove_outdated(&mut self, now: Instant) -> Vec<u64> {
         let mut removed = Vec::new();
-        for (&client, meta) in &mut self.clients {
-            if meta.state.is_some() && now.duration_since(meta.last_updated) >= OUTDATED_TIMEOUT {
-                meta.state = None;
-                removed.push(client);
+        let bytes = &mut self.bytes;
+        self.clients.retain(|&client, meta| {
+            if now.duration_since(meta.last_updated) < OUTDATED_TIMEOUT {
+                return true;
             }
-        }
+            match meta.state.take() {
+                Some(state) => {
+                    *bytes -= state.len();
+                    meta.last_updated = now;
+                    removed.push(client);
+                    true
+                }
+                None => false,
+            }
+        });
         removed
     }
 
-    /// Whether any client currently has a state.
-    pub fn has_states(&self) -> bool {
-        self.clients.values().any(|meta| meta.state.is_some())
+    /// Whether the table holds anything: states, or removals it still remembers.
+    pub fn has_entries(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    /// Bytes of JSON the present states take together.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Encodes the given clients (their current clock and state, `null` when removed).
@@ -233,7 +324,7 @@ mod tests {
         apply(&mut table, PeerId(1), update(7, 3, Some("{}")), now);
         assert_eq!(apply(&mut table, PeerId(1), update(7, 3, None), now), [7]);
         assert!(apply(&mut table, PeerId(1), update(7, 3, None), now).is_empty());
-        assert!(!table.has_states());
+        assert!(table.states().is_empty());
     }
 
     #[test]
@@ -268,7 +359,8 @@ mod tests {
             spoof,
             Applied {
                 changed: vec![],
-                refused: 1
+                refused: 1,
+                ..Applied::default()
             }
         );
         let removal = table.apply(PeerId(2), update(7, 2, None), now, |_| false);
@@ -299,5 +391,88 @@ mod tests {
             .is_empty());
         assert_eq!(table.remove_outdated(start + OUTDATED_TIMEOUT), [7]);
         assert!(table.encode_all().is_some());
+    }
+
+    #[test]
+    fn removals_of_unknown_clients_are_not_stored_and_removed_clients_are_forgotten() {
+        let mut table = AwarenessTable::default();
+        let start = Instant::now();
+        let removals = AwarenessUpdate {
+            entries: (1..=10_000)
+                .map(|client| AwarenessEntry {
+                    client,
+                    clock: 1,
+                    state: None,
+                })
+                .collect(),
+        };
+        let applied = table.apply(PeerId(1), removals, start, |_| false);
+        assert!(applied.changed.is_empty());
+        assert!(!table.has_entries());
+        apply(&mut table, PeerId(1), update(7, 1, Some("{}")), start);
+        assert_eq!(table.remove_peer(PeerId(1)), [7]);
+        // Remembered a while, so a late older state stays refused; then forgotten.
+        assert!(table.has_entries());
+        table.remove_outdated(Instant::now() + OUTDATED_TIMEOUT);
+        assert!(!table.has_entries());
+    }
+
+    #[test]
+    fn one_connection_publishes_a_bounded_number_of_clients() {
+        let mut table = AwarenessTable::with_limits(PresenceLimits {
+            clients_per_peer: 2,
+            document_bytes: 1 << 20,
+        });
+        let now = Instant::now();
+        let crowd = AwarenessUpdate {
+            entries: (1..=3)
+                .map(|client| AwarenessEntry {
+                    client,
+                    clock: 1,
+                    state: Some(Arc::from("{}")),
+                })
+                .collect(),
+        };
+        let applied = table.apply(PeerId(1), crowd, now, |_| false);
+        assert_eq!(applied.changed, [1, 2]);
+        assert_eq!(applied.over_limit, Some(PresenceLimit::ClientsPerPeer));
+        // Renewing its own clients stays allowed; another connection has its own allowance.
+        assert_eq!(
+            apply(&mut table, PeerId(1), update(2, 2, Some("{}")), now),
+            [2]
+        );
+        assert_eq!(
+            apply(&mut table, PeerId(2), update(9, 1, Some("{}")), now),
+            [9]
+        );
+    }
+
+    #[test]
+    fn a_document_holds_a_bounded_number_of_presence_bytes() {
+        let mut table = AwarenessTable::with_limits(PresenceLimits {
+            clients_per_peer: 4,
+            document_bytes: 100,
+        });
+        let now = Instant::now();
+        let big = format!("\"{}\"", "x".repeat(58));
+        assert_eq!(
+            apply(&mut table, PeerId(1), update(1, 1, Some(&big)), now),
+            [1]
+        );
+        let applied = table.apply(PeerId(2), update(2, 1, Some(&big)), now, |_| false);
+        assert_eq!(applied.over_limit, Some(PresenceLimit::DocumentBytes));
+        assert_eq!(table.bytes(), 60);
+        // Shrinking is always allowed, and frees room.
+        assert_eq!(
+            apply(&mut table, PeerId(1), update(1, 2, Some("{}")), now),
+            [1]
+        );
+        assert_eq!(
+            apply(&mut table, PeerId(2), update(2, 1, Some(&big)), now),
+            [2]
+        );
+        assert_eq!(table.bytes(), 62);
+        table.remove_peer(PeerId(2));
+        assert_eq!(table.bytes(), 2);
     }
 }

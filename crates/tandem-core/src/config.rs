@@ -36,6 +36,16 @@ pub const DEFAULT_AWARENESS_INTERVAL: Duration = Duration::from_millis(50);
 /// missed; 0 keeps none.
 pub const DEFAULT_EVENT_HISTORY: usize = 100;
 
+/// Client ids one connection may publish awareness states for at once. A y-websocket or
+/// Hocuspocus client publishes one per document; more is one socket posing as a crowd (and
+/// every newcomer's first awareness frame carrying all of it). Over it: close 1008.
+pub const DEFAULT_MAX_PRESENCE_CLIENTS: usize = 4;
+
+/// Bytes of JSON all awareness states of one document may take together: a thousand users
+/// with a cursor, a name and a colour take a few hundred KiB. Bounds the table and the first
+/// awareness frame each newcomer gets. An update that would pass it: close 1008.
+pub const DEFAULT_MAX_PRESENCE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Tunables of documents.
 #[derive(Debug, Clone)]
 pub struct DocConfig {
@@ -53,6 +63,10 @@ pub struct DocConfig {
     pub awareness_interval: Duration,
     /// See [`DEFAULT_EVENT_HISTORY`].
     pub event_history: usize,
+    /// See [`DEFAULT_MAX_PRESENCE_CLIENTS`].
+    pub max_presence_clients: usize,
+    /// See [`DEFAULT_MAX_PRESENCE_BYTES`].
+    pub max_presence_bytes: usize,
 }
 
 impl Default for DocConfig {
@@ -65,6 +79,8 @@ impl Default for DocConfig {
             max_doc_bytes: DEFAULT_MAX_DOC_BYTES,
             awareness_interval: DEFAULT_AWARENESS_INTERVAL,
             event_history: DEFAULT_EVENT_HISTORY,
+            max_presence_clients: DEFAULT_MAX_PRESENCE_CLIENTS,
+            max_presence_bytes: DEFAULT_MAX_PRESENCE_BYTES,
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum Eviction {
     /// The peer sent an update that would have nested shared types deeper than
     /// [`MAX_TYPE_NESTING`](crate::nesting::MAX_TYPE_NESTING); the update was refused.
     NestedTooDeeply,
+    /// The peer's awareness update broke a presence limit: too many client ids for one
+    /// connection, or too many bytes of states in the document.
+    PresenceLimit(crate::awareness::PresenceLimit),
 }
 
 /// What became of a frame pushed to a peer.

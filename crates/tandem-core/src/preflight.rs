@@ -291,7 +291,7 @@ fn any(r: &mut Reader<'_>, depth: usize) -> Result<(), DecodeError> {
 }
 
 /// Refuses JSON text nested deeper than [`MAX_NESTING`] (whether it parses is yrs' business).
-fn json_depth(json: &str) -> Result<(), DecodeError> {
+pub(crate) fn json_depth(json: &str) -> Result<(), DecodeError> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for b in json.bytes() {
         if in_string {

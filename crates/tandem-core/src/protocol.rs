@@ -284,6 +284,9 @@ pub fn decode_awareness(bytes: &[u8]) -> Result<AwarenessUpdate, DecodeError> {
             return Err(DecodeError::Invalid("awareness clock above 2^53"));
         }
         let json = reader.var_str()?;
+        // Like update content: a deep state would be relayed to every peer yet read as
+        // `null` by `GET /presence` and SSE (serde_json stops at 128 levels).
+        crate::preflight::json_depth(json)?;
         if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
             return Err(DecodeError::Invalid("awareness state is not json"));
         }

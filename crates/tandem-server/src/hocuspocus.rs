@@ -675,6 +675,12 @@ impl<'a> Multiplexed<'a> {
                     Eviction::DocumentTooLarge => "document too large",
                     Eviction::DocumentDeleted => "document deleted",
                     Eviction::NestedTooDeeply => "shared types nested too deeply",
+                    Eviction::PresenceLimit(
+                        tandem_core::awareness::PresenceLimit::ClientsPerPeer,
+                    ) => "too many presence clients",
+                    Eviction::PresenceLimit(
+                        tandem_core::awareness::PresenceLimit::DocumentBytes,
+                    ) => "document presence full",
                 };
                 self.close_session(socket, &address, reason).await
             }

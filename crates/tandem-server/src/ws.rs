@@ -11,7 +11,7 @@
 //! | 1001 | the server is shutting down, or the peer stopped answering pings |
 //! | 1002 | a frame does not decode (nothing in it was applied) |
 //! | 1003 | a text frame (the protocol is binary) |
-//! | 1008 | the peer sent an update nesting shared types deeper than the limit (refused), faster than its rate limit, an awareness state or custom event over the size limit, or events faster than their rate limit |
+//! | 1008 | the peer sent an update nesting shared types deeper than the limit (refused), presence for more client ids than allowed or past the document's presence bytes, faster than its rate limit, an awareness state or custom event over the size limit, or events faster than their rate limit |
 //! | 1009 | a frame larger than the limit |
 //! | 1011 | the document failed (its store did) |
 //! | 1013 | the peer reads too slowly and its queue filled up |
@@ -37,6 +37,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use percent_encoding::percent_decode_str;
+use tandem_core::awareness::PresenceLimit;
 use tandem_core::protocol::{self, decode_frame, ClientEvent, ClientMessage};
 use tandem_core::{
     peer, DocError, DocHandle, DocName, Eviction, EvictionSignal, Grant, PeerId, PeerInbox,
@@ -580,6 +581,12 @@ fn eviction(reason: Eviction) -> Ending {
         Eviction::DocumentTooLarge => Ending::Close(CLOSE_DOCUMENT_TOO_LARGE, "document too large"),
         Eviction::DocumentDeleted => Ending::Close(CLOSE_DOCUMENT_DELETED, "document deleted"),
         Eviction::NestedTooDeeply => Ending::Close(CLOSE_POLICY, "shared types nested too deeply"),
+        Eviction::PresenceLimit(PresenceLimit::ClientsPerPeer) => {
+            Ending::Close(CLOSE_POLICY, "too many presence clients")
+        }
+        Eviction::PresenceLimit(PresenceLimit::DocumentBytes) => {
+            Ending::Close(CLOSE_POLICY, "document presence full")
+        }
     }
 }
 

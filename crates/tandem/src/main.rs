@@ -181,6 +181,14 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_BYTE_BURST", default_value_t = server_defaults::DEFAULT_BYTE_BURST)]
     byte_burst: u64,
 
+    /// Client ids one connection may publish presence for at once (more: close 1008).
+    #[arg(long, env = "TANDEM_MAX_PRESENCE_CLIENTS", default_value_t = doc_defaults::DEFAULT_MAX_PRESENCE_CLIENTS)]
+    max_presence_clients: usize,
+
+    /// Bytes of JSON all presence states of one document may take together (more: close 1008).
+    #[arg(long, env = "TANDEM_MAX_PRESENCE_BYTES", default_value_t = doc_defaults::DEFAULT_MAX_PRESENCE_BYTES)]
+    max_presence_bytes: usize,
+
     /// Awareness (presence) changes of a document are coalesced and sent at most this often.
     #[arg(long, env = "TANDEM_AWARENESS_INTERVAL", default_value = "50ms", value_parser = humantime::parse_duration)]
     awareness_interval: Duration,
@@ -329,6 +337,8 @@ impl ServeArgs {
                 max_doc_bytes: self.max_doc_bytes,
                 awareness_interval: self.awareness_interval,
                 event_history: self.event_history,
+                max_presence_clients: self.max_presence_clients,
+                max_presence_bytes: self.max_presence_bytes,
             },
         }
     }
