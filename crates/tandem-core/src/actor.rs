@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use yrs::{Doc, ReadTxn, StateVector, Transact, Transaction, TransactionMut, Update, WriteTxn};
 
-use crate::awareness::{AwarenessTable, ClientState, PresenceLimit, PresenceLimits};
+use crate::awareness::{AwarenessTable, ClientState, PresenceLimits};
 use crate::config::DocConfig;
 use crate::events::{DocEvent, EventSink, Origin};
 use crate::name::DocName;
