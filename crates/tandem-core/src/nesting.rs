@@ -25,6 +25,14 @@ use crate::preflight::{walk_update, Placement, Struct};
 /// while keeping every recursive walk far from the stack's end.
 pub const MAX_TYPE_NESTING: u16 = 64;
 
+/// The depth of the deepest shared type in a document holding exactly `update` (a document's
+/// encoded state, for instance), without recursion; a root is at depth 1, an empty document 0.
+pub fn deepest_in(update: &[u8]) -> Result<u16, DecodeError> {
+    let mut index = NestingIndex::default();
+    index.record(update)?;
+    Ok(index.deepest())
+}
+
 /// A run of clocks of one client whose items sit in types of the same depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {

@@ -19,5 +19,9 @@ pub fn decode_frame(data: &[u8]) {
     let _ = decode_state_vector(data);
     if decode_update(data).is_ok() {
         assert!(preflight::check_update(data).is_ok());
+        // The nesting walk reads any update the preflight walk accepts, cycles and dangling
+        // placements included.
+        assert!(tandem_core::nesting::deepest_in(data).is_ok());
+        assert!(tandem_core::protocol::ReceivedUpdate::decode(data).is_ok());
     }
 }

@@ -1,7 +1,10 @@
 //! `session`: a script of frames from several peers, some read-only, into one document actor.
 
 use arbitrary::Arbitrary;
-use tandem_core::protocol::{encode_sync_step1, encode_sync_step2, encode_update};
+use tandem_core::nesting;
+use tandem_core::protocol::{
+    encode_awareness, encode_sync_step1, encode_sync_step2, encode_update,
+};
 use tandem_core::Rights;
 use yrs::{Map, ReadTxn, Text, Transact, WriteTxn};
 
@@ -81,11 +84,48 @@ pub enum Step {
         /// The content.
         text: edits::Short,
     },
+    /// Sends, from a fresh client, maps nested `levels` deep under the root `map`: past
+    /// `MAX_TYPE_NESTING` the update must be refused whole.
+    Nest {
+        /// Which peer.
+        peer: u8,
+        /// How many maps, one inside the other.
+        levels: u8,
+    },
+    /// Sends one frame repeating one message many times: the amplification of many answers
+    /// asked for in one frame.
+    Repeat {
+        /// Which peer.
+        peer: u8,
+        /// What is repeated.
+        message: Repeated,
+        /// How many times (at most 4,096).
+        count: u16,
+    },
+    /// Publishes (or removes) awareness states for many client ids at once: one connection
+    /// posing as a crowd.
+    Crowd {
+        /// Which peer.
+        peer: u8,
+        /// How many client ids, from 1 on.
+        clients: u8,
+        /// Removals (of clients the document may not know) instead of states.
+        removals: bool,
+    },
     /// Leaves and joins again (a reconnect).
     Reconnect {
         /// Which peer.
         peer: u8,
     },
+}
+
+/// A message a [`Step::Repeat`] frame repeats.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeated {
+    /// Sync step 1 with an empty state vector: each asks for the whole document.
+    SyncStep1,
+    /// Query-awareness: each asks for every presence state.
+    QueryAwareness,
 }
 
 struct Peer {
@@ -131,6 +171,9 @@ async fn run(script: &SessionScript) {
             | Step::HostileUpdate { peer, .. }
             | Step::Replay { peer, .. }
             | Step::MixedRoot { peer, .. }
+            | Step::Nest { peer, .. }
+            | Step::Repeat { peer, .. }
+            | Step::Crowd { peer, .. }
             | Step::Reconnect { peer } => usize::from(*peer) % peers.len(),
         };
         let p = &mut peers[index];
@@ -163,6 +206,17 @@ async fn run(script: &SessionScript) {
                 text,
                 ..
             } => encode_update(&mixed_root(*map_into_text, &text.0)).to_vec(),
+            Step::Nest { levels, .. } => encode_update(&nested(usize::from(*levels))).to_vec(),
+            Step::Repeat { message, count, .. } => repeated(*message, *count),
+            Step::Crowd {
+                clients, removals, ..
+            } => {
+                let state = (!*removals).then_some(r#"{"user":"crowd"}"#);
+                let entries: Vec<_> = (1..=u64::from(*clients))
+                    .map(|client| (client, 1, state))
+                    .collect();
+                encode_awareness(entries.into_iter()).to_vec()
+            }
             Step::Reconnect { .. } => unreachable!("handled above"),
         };
         sent.push(frame.clone());
@@ -202,6 +256,11 @@ async fn run(script: &SessionScript) {
             "the encoded state has another state vector"
         );
         assert_eq!(reloaded_json, json, "the encoded state reads differently");
+        let deepest = nesting::deepest_in(&state).expect("the server's own encoding");
+        assert!(
+            deepest <= nesting::MAX_TYPE_NESTING,
+            "the document nests {deepest} deep"
+        );
     }
     for p in &mut peers {
         if let Some(conn) = p.conn.take() {
@@ -217,6 +276,26 @@ async fn run(script: &SessionScript) {
     );
     assert_eq!(before.2, after.2, "the document changed across a restart");
     server.stop().await;
+}
+
+/// An update from a fresh client nesting `levels` maps, one inside the other, under `map`.
+fn nested(levels: usize) -> Vec<u8> {
+    let doc = yrs::Doc::new();
+    let mut txn = doc.transact_mut();
+    let mut map = txn.get_or_insert_map(edits::MAP);
+    for _ in 0..levels {
+        map = map.insert(&mut txn, "nest", yrs::MapPrelim::default());
+    }
+    txn.encode_update_v1()
+}
+
+/// One frame holding `count` (at most 4,096) copies of one message.
+fn repeated(message: Repeated, count: u16) -> Vec<u8> {
+    let one = match message {
+        Repeated::SyncStep1 => encode_sync_step1(&yrs::StateVector::default()).to_vec(),
+        Repeated::QueryAwareness => vec![3],
+    };
+    one.repeat(usize::from(count.clamp(1, 4096)))
 }
 
 /// An update from a fresh client writing into a root under the other type.

@@ -56,6 +56,14 @@ pub const DEFAULT_EVENTS_PER_SEC: u32 = 20;
 /// Custom events one connection may send in a burst.
 pub const DEFAULT_EVENT_BURST: u32 = 100;
 
+/// New documents one caller (a token's subject, else an IP address) may create per minute,
+/// sustained. Opening existing documents is never limited; an app creating a document per
+/// page view of a busy user stays far below.
+pub const DEFAULT_DOC_CREATIONS_PER_MIN: u32 = 300;
+
+/// New documents one caller may create in a burst above the sustained rate (an import).
+pub const DEFAULT_DOC_CREATION_BURST: u32 = 600;
+
 /// Token buckets limiting what one connection may send. Over either: close 1008.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
@@ -126,6 +134,10 @@ pub struct Config {
     pub events_per_sec: u32,
     /// See [`DEFAULT_EVENT_BURST`].
     pub event_burst: u32,
+    /// See [`DEFAULT_DOC_CREATIONS_PER_MIN`]; 0 turns the limit off.
+    pub doc_creations_per_min: u32,
+    /// See [`DEFAULT_DOC_CREATION_BURST`].
+    pub doc_creation_burst: u32,
     /// Document tunables.
     pub doc: DocConfig,
 }
@@ -147,6 +159,8 @@ impl Default for Config {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             events_per_sec: DEFAULT_EVENTS_PER_SEC,
             event_burst: DEFAULT_EVENT_BURST,
+            doc_creations_per_min: DEFAULT_DOC_CREATIONS_PER_MIN,
+            doc_creation_burst: DEFAULT_DOC_CREATION_BURST,
             doc: DocConfig::default(),
         }
     }

@@ -59,6 +59,7 @@
 //! - [`hooks`]: what the embedding app is told, and how it can veto connections.
 //! - `auth`: credentials from requests (query, header, cookie) and 401/403 responses.
 //! - `limits`: connection caps and per-connection token buckets.
+//! - `creation`: how many new documents one caller may create.
 //! - `ws`: one task per WebSocket connection: checks, limits, rights, keep-alive, eviction.
 //! - `hocuspocus`: the Hocuspocus protocol at `GET /ws`: many document sessions per socket.
 //! - `api`: what the HTTP endpoints share: [`ApiConfig`], JSON errors, authorization.
@@ -100,6 +101,7 @@ use tracing::info_span;
 mod api;
 mod auth;
 pub mod config;
+mod creation;
 mod hocuspocus;
 pub mod hooks;
 mod limits;
@@ -141,6 +143,8 @@ struct Inner {
     hooks: Option<(Arc<dyn Hooks>, HookQueue)>,
     /// Open WebSocket connections, in total and per address.
     connections: ConnectionLimiter,
+    /// New documents per caller.
+    creations: creation::CreationLimiter,
     stats: Stats,
     /// Cancelled when the server shuts down: every connection closes with 1001.
     closing: CancellationToken,
@@ -333,6 +337,10 @@ impl Builder {
                 connections: ConnectionLimiter::new(
                     config.max_connections,
                     config.max_connections_per_ip,
+                ),
+                creations: creation::CreationLimiter::new(
+                    config.doc_creations_per_min,
+                    config.doc_creation_burst,
                 ),
                 stats: Stats::default(),
                 config,

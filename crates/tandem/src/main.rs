@@ -181,6 +181,15 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_BYTE_BURST", default_value_t = server_defaults::DEFAULT_BYTE_BURST)]
     byte_burst: u64,
 
+    /// New documents one caller (token subject, else IP address) may create per minute,
+    /// sustained; 0 turns the limit off (over it: 429, Hocuspocus PermissionDenied).
+    #[arg(long, env = "TANDEM_DOC_CREATIONS_PER_MIN", default_value_t = server_defaults::DEFAULT_DOC_CREATIONS_PER_MIN)]
+    doc_creations_per_min: u32,
+
+    /// New documents one caller may create in a burst above the sustained rate.
+    #[arg(long, env = "TANDEM_DOC_CREATION_BURST", default_value_t = server_defaults::DEFAULT_DOC_CREATION_BURST)]
+    doc_creation_burst: u32,
+
     /// Client ids one connection may publish presence for at once (more: close 1008).
     #[arg(long, env = "TANDEM_MAX_PRESENCE_CLIENTS", default_value_t = doc_defaults::DEFAULT_MAX_PRESENCE_CLIENTS)]
     max_presence_clients: usize,
@@ -329,6 +338,8 @@ impl ServeArgs {
             max_event_bytes: self.max_event_bytes,
             events_per_sec: self.events_per_sec,
             event_burst: self.event_burst,
+            doc_creations_per_min: self.doc_creations_per_min,
+            doc_creation_burst: self.doc_creation_burst,
             doc: DocConfig {
                 unload_delay: self.unload_delay,
                 compact_log_bytes: self.compact_log_bytes,
