@@ -784,7 +784,8 @@ impl DocActor {
                     // since is broadcast to the peer behind it, so an empty step 2 here loses
                     // nothing; it still answers in order (a step 2 proves that everything the
                     // peer sent before its step 1 is applied) without encoding the document
-                    // once per request.
+                    // once per request. A Hocuspocus session's step 1 in return went with the
+                    // waiting answer too: the provider sends what it made since as updates.
                     self.send_to(peer, protocol::encode_sync_step2(Update::EMPTY_V1));
                     return;
                 }
