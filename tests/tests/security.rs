@@ -627,6 +627,15 @@ async fn long_document_names_get_414() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_document_name_gets_400() -> anyhow::Result<()> {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), Config::default()).await?;
+    let (status, body) = refused(request(&server.url(""), &[])?).await?;
+    assert_eq!((status, body.as_str()), (400, "missing document name"));
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_claims_have_no_leeway() -> anyhow::Result<()> {
     // `exp` one second in the past is already refused: tokens end exactly when they say.
     let dir = tempdir();

@@ -34,7 +34,7 @@ use crate::config::DocConfig;
 use crate::events::{DocEvent, EventSink, Origin};
 use crate::name::DocName;
 use crate::nesting::{NestingIndex, TooDeep, MAX_TYPE_NESTING};
-use crate::peer::{Delivery, Eviction, PeerId, PeerOutbox};
+use crate::peer::{Answer, Delivery, Eviction, PeerId, PeerOutbox};
 use crate::protocol::{self, ClientEvent, ClientMessage, ReceivedUpdate};
 use crate::registry::RegistryInner;
 use crate::store::{LogEntry, Snapshot, Store, StoreError, StoredEvent};
@@ -806,18 +806,33 @@ impl DocActor {
     fn on_message(&mut self, peer: PeerId, message: ClientMessage) {
         match message {
             ClientMessage::SyncStep1(sv) => {
+                let Some(p) = self.peers.get(&peer) else {
+                    return;
+                };
+                if p.outbox.answering(Answer::SyncStep2) {
+                    // An answer to an earlier step 1 still waits in the peer's queue. It holds
+                    // everything the document had then that the peer lacked, and every change
+                    // since is broadcast to the peer behind it, so an empty step 2 here loses
+                    // nothing; it still answers in order (a step 2 proves that everything the
+                    // peer sent before its step 1 is applied) without encoding the document
+                    // once per request. A Hocuspocus session's step 1 in return went with the
+                    // waiting answer too: the provider sends what it made since as updates.
+                    self.send_to(peer, protocol::encode_sync_step2(Update::EMPTY_V1));
+                    return;
+                }
+                let asks_back = p.info.sync_on_request;
                 let txn = self.doc.transact();
-                let asks_back = self
-                    .peers
-                    .get(&peer)
-                    .is_some_and(|p| p.info.sync_on_request);
                 let step1 = asks_back.then(|| protocol::encode_sync_step1(&txn.state_vector()));
                 let update = txn.encode_state_as_update_v1(&sv);
                 drop(txn);
                 if let Some(step1) = step1 {
                     self.send_to(peer, step1);
                 }
-                self.send_to(peer, protocol::encode_sync_step2(&update));
+                self.send_answer(
+                    peer,
+                    protocol::encode_sync_step2(&update),
+                    Answer::SyncStep2,
+                );
             }
             ClientMessage::SyncStep2(update) => self.apply_from(peer, update, false),
             ClientMessage::Update(update) => self.apply_from(peer, update, true),
@@ -843,8 +858,17 @@ impl DocActor {
                 }
             }
             ClientMessage::QueryAwareness => {
+                // While an earlier answer waits in the peer's queue the query is dropped: that
+                // answer has every state, and every change since is broadcast to the peer.
+                let answering = self
+                    .peers
+                    .get(&peer)
+                    .is_none_or(|p| p.outbox.answering(Answer::Awareness));
+                if answering {
+                    return;
+                }
                 if let Some(states) = self.awareness.encode_all() {
-                    self.send_to(peer, states);
+                    self.send_answer(peer, states, Answer::Awareness);
                 }
             }
             ClientMessage::Auth => {}
@@ -1001,6 +1025,15 @@ impl DocActor {
     fn send_to(&mut self, peer: PeerId, frame: Bytes) {
         if let Some(p) = self.peers.get(&peer) {
             if p.outbox.push(frame) != Delivery::Queued {
+                self.remove_peer(peer);
+            }
+        }
+    }
+
+    /// Sends a peer the answer to its request (see [`Answer`]).
+    fn send_answer(&mut self, peer: PeerId, frame: Bytes, answer: Answer) {
+        if let Some(p) = self.peers.get(&peer) {
+            if p.outbox.push_answer(frame, answer) != Delivery::Queued {
                 self.remove_peer(peer);
             }
         }

@@ -18,6 +18,13 @@ pub const DEFAULT_COMPACT_LOG_ENTRIES: u64 = 10_000;
 /// reads normally never has more than a handful queued; a thousand is seconds of heavy typing.
 pub const DEFAULT_PEER_QUEUE: usize = 1024;
 
+/// Bytes waiting for one peer past which it counts as too slow and is disconnected (1013). A
+/// peer that reads normally has a few frames waiting; 8 MiB is seconds of a busy document.
+/// Frame counts alone let a queue of large frames (event replays, awareness states) pin
+/// gigabytes. A single larger frame (a big document's sync step 2) still goes to a peer whose
+/// queue is below the limit, so the limit need not exceed the largest document.
+pub const DEFAULT_PEER_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Commands waiting for one document actor. Senders wait when it is full, which slows the
 /// sockets feeding a busy document instead of buffering without bound.
 pub const DEFAULT_MAILBOX: usize = 256;

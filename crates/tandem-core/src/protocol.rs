@@ -193,15 +193,28 @@ pub struct AwarenessEntry {
 /// Clients up to y-websocket 3.x send one message per frame; 4.x may send several. Trailing bytes
 /// that do not form a message make the whole frame invalid.
 pub fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage>, DecodeError> {
+    decode_frame_at_most(frame, usize::MAX).map(Option::unwrap_or_default)
+}
+
+/// Decodes every message in one binary frame like [`decode_frame`], unless it holds more than
+/// `max_messages`: then `Ok(None)`, found before the message past the limit is decoded, so a
+/// frame of a million one-byte messages costs no more than the limit allows.
+pub fn decode_frame_at_most(
+    frame: &[u8],
+    max_messages: usize,
+) -> Result<Option<Vec<ClientMessage>>, DecodeError> {
     let mut reader = Reader::new(frame);
     let mut messages = Vec::with_capacity(1);
     if !reader.has_content() {
         return Err(DecodeError::Invalid("empty frame"));
     }
     while reader.has_content() {
+        if messages.len() >= max_messages {
+            return Ok(None);
+        }
         messages.push(decode_message(&mut reader)?);
     }
-    Ok(messages)
+    Ok(Some(messages))
 }
 
 fn decode_message(reader: &mut Reader<'_>) -> Result<ClientMessage, DecodeError> {

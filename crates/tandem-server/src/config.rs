@@ -32,12 +32,13 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 500;
 /// Largest HTTP request body; larger ones get 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-/// Frames a connection may send per second, sustained. Typing and cursor moves in a busy
-/// whiteboard stay well under it.
+/// Messages a connection may send per second, sustained: every y-protocols message counts,
+/// however many share a frame, and so does every control frame (ping, pong). Typing and cursor
+/// moves in a busy whiteboard stay well under it.
 pub const DEFAULT_MESSAGES_PER_SEC: u32 = 300;
 
-/// Frames a connection may send in a burst above the sustained rate (a reconnect's initial sync,
-/// a paste that becomes many updates).
+/// Messages a connection may send in a burst above the sustained rate (a reconnect's initial
+/// sync, a paste that becomes many updates).
 pub const DEFAULT_MESSAGE_BURST: u32 = 3_000;
 
 /// Bytes a connection may send per second, sustained.
@@ -67,9 +68,9 @@ pub const DEFAULT_DOC_CREATION_BURST: u32 = 600;
 /// Token buckets limiting what one connection may send. Over either: close 1008.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
-    /// Sustained frames per second; 0 turns the frame limit off.
+    /// Sustained messages (and control frames) per second; 0 turns the message limit off.
     pub messages_per_sec: u32,
-    /// Frames allowed in a burst.
+    /// Messages allowed in a burst.
     pub message_burst: u32,
     /// Sustained bytes per second; 0 turns the byte limit off.
     pub bytes_per_sec: u64,
@@ -110,6 +111,9 @@ pub struct Config {
     /// Frames queued for one peer before it is disconnected as too slow
     /// (see [`tandem_core::config::DEFAULT_PEER_QUEUE`]).
     pub peer_queue: usize,
+    /// Bytes queued for one peer before it is disconnected as too slow
+    /// (see [`tandem_core::config::DEFAULT_PEER_QUEUE_BYTES`]).
+    pub peer_queue_bytes: usize,
     /// See [`DEFAULT_MAX_DOC_NAME_BYTES`].
     pub max_doc_name_bytes: usize,
     /// See [`DEFAULT_MAX_AWARENESS_BYTES`].
@@ -148,6 +152,7 @@ impl Default for Config {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             ping_interval: DEFAULT_PING_INTERVAL,
             peer_queue: tandem_core::config::DEFAULT_PEER_QUEUE,
+            peer_queue_bytes: tandem_core::config::DEFAULT_PEER_QUEUE_BYTES,
             max_doc_name_bytes: DEFAULT_MAX_DOC_NAME_BYTES,
             max_awareness_bytes: DEFAULT_MAX_AWARENESS_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,

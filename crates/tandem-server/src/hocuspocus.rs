@@ -19,8 +19,11 @@
 //!   its token expires, it breaks a per-session limit or sends a broadcast-stateless message.
 //!
 //! Socket-level problems close the socket: a frame that does not decode (1002), the rate limit
-//! (1008), the pre-authentication queue caps (4205), no session authenticated within
-//! [`AUTH_DEADLINE`] (4408), shutdown and unanswered pings (1001).
+//! (1008; every frame counts, pings and pongs too, before and after authentication), a peer
+//! that does not read (1013: the socket's write buffer is bounded in bytes, see
+//! [`max_write_buffer`](crate::ws::max_write_buffer)), the pre-authentication queue caps (4205),
+//! no session authenticated within [`AUTH_DEADLINE`] (4408), shutdown and unanswered pings
+//! (1001).
 //!
 //! [`Authorizer`]: tandem_core::Authorizer
 
@@ -46,8 +49,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::hooks::{ConnectionInfo, HookEvent};
 use crate::limits::{ConnectionPermit, ConnectionRate, CountRate};
 use crate::peers::{PeerKind, PeerRegistration};
-use crate::ws::{admit, close, read_error, Ending, CLOSE_GOING_AWAY};
-use crate::ws::{CLOSE_POLICY, CLOSE_PROTOCOL_ERROR, READ_BUFFER_BYTES};
+use crate::ws::{admit, close, max_write_buffer, rate_exceeded, read_error, write_error};
+use crate::ws::{Ending, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_PROTOCOL_ERROR};
+use crate::ws::{READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
 use crate::{auth, Tandem};
 
 /// Close code: the pre-authentication queue caps were exceeded (Hocuspocus's ResetConnection).
@@ -87,6 +91,8 @@ pub(crate) async fn upgrade(State(tandem): State<Tandem>, request: Request) -> R
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(max_write_buffer(config))
         .on_upgrade(move |socket| {
             let span = info_span!("hocuspocus", ?remote);
             tracker.track_future(
@@ -240,16 +246,13 @@ impl<'a> Multiplexed<'a> {
                     "binary frames only",
                 ))
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return None,
+            // tungstenite has queued the pong already; the rate bounds how many.
+            Some(Ok(Message::Ping(payload) | Message::Pong(payload))) => {
+                return (!self.rate.admit(payload.len())).then(|| rate_exceeded(self.tandem));
+            }
         };
         if !self.rate.admit(frame.len()) {
-            self.tandem
-                .inner
-                .stats
-                .rate_limited
-                .fetch_add(1, Ordering::Relaxed);
-            warn!("closing connection: rate limit exceeded");
-            return Some(Ending::Close(CLOSE_POLICY, "rate limit exceeded"));
+            return Some(rate_exceeded(self.tandem));
         }
         let (address, message) = match hp::decode_client_frame(&frame) {
             Ok(ClientFrame::Pong) => return None,
@@ -372,7 +375,8 @@ impl<'a> Multiplexed<'a> {
         {
             return Some(ending);
         }
-        let (outbox, inbox) = peer::queue(self.tandem.config().peer_queue);
+        let config = self.tandem.config();
+        let (outbox, inbox) = peer::bounded_queue(config.peer_queue, config.peer_queue_bytes);
         let peer_info = PeerInfo {
             subject: grant.subject.clone(),
             events: true,
@@ -850,7 +854,7 @@ fn disconnected(tandem: &Tandem, info: ConnectionInfo) {
 async fn send(socket: &mut WebSocket, message: Message, limit: Duration) -> Step {
     match timeout(limit, socket.send(message)).await {
         Ok(Ok(())) => None,
-        Ok(Err(_)) => Some(Ending::Gone),
+        Ok(Err(error)) => Some(write_error(error)),
         Err(_) => Some(Ending::Close(crate::ws::CLOSE_TRY_AGAIN, "write timeout")),
     }
 }

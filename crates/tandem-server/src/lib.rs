@@ -514,6 +514,8 @@ pub fn router(tandem: Tandem) -> Router {
     for (path, _, route) in ROUTES {
         router = router.route(path, method_router(route));
     }
+    // `/ws/{*doc}` does not match an empty name; `/ws/` gets the handler's 400 rather than 404.
+    router = router.route("/ws/", method_router(Route::WebSocket));
     router
         .layer(body_limit)
         .layer(cors)

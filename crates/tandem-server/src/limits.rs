@@ -147,7 +147,7 @@ impl CountRate {
     }
 }
 
-/// What one connection may send: frames and bytes per second.
+/// What one connection may send: messages and bytes per second.
 #[derive(Debug)]
 pub(crate) struct ConnectionRate {
     messages: Option<Bucket>,
@@ -167,7 +167,30 @@ impl ConnectionRate {
         }
     }
 
-    /// Takes one frame of `len` bytes from the buckets; false when either is exhausted.
+    /// Messages the bucket holds now, after the one [`admit`](Self::admit) took; `usize::MAX`
+    /// without a message limit.
+    pub(crate) fn messages_left(&mut self) -> usize {
+        let now = Instant::now();
+        match self.messages.as_mut() {
+            None => usize::MAX,
+            Some(bucket) => {
+                bucket.take(0.0, now);
+                bucket.tokens.max(0.0) as usize
+            }
+        }
+    }
+
+    /// Takes `count` more messages (beyond the frame's first) from the message bucket; false
+    /// when it holds fewer.
+    pub(crate) fn admit_more(&mut self, count: usize) -> bool {
+        let now = Instant::now();
+        self.messages
+            .as_mut()
+            .is_none_or(|bucket| bucket.take(count as f64, now))
+    }
+
+    /// Takes one message (a frame, or a control frame) of `len` bytes from the buckets; false
+    /// when either is exhausted.
     pub(crate) fn admit(&mut self, len: usize) -> bool {
         let now = Instant::now();
         let message = self
@@ -218,6 +241,27 @@ mod tests {
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(rate.admit(1));
         assert!(!rate.admit(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_message_of_a_frame_counts() {
+        let mut rate = ConnectionRate::new(&RateLimit {
+            messages_per_sec: 10,
+            message_burst: 100,
+            bytes_per_sec: 0,
+            byte_burst: 0,
+        });
+        assert!(rate.admit(1_000));
+        assert_eq!(rate.messages_left(), 99);
+        assert!(rate.admit_more(99));
+        assert_eq!(rate.messages_left(), 0);
+        assert!(!rate.admit_more(1));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(rate.messages_left(), 5);
+        assert_eq!(
+            ConnectionRate::new(&RateLimit::off()).messages_left(),
+            usize::MAX
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -654,7 +654,8 @@ async fn presence_peer(
 ) {
     let (doc, client) = key.clone();
     let peer = PeerId::next();
-    let (outbox, mut inbox) = peer::queue(tandem.config().peer_queue);
+    let config = tandem.config();
+    let (outbox, mut inbox) = peer::bounded_queue(config.peer_queue, config.peer_queue_bytes);
     let handle = match tandem.registry().join(&doc, peer, outbox).await {
         Ok(handle) => handle,
         Err(error) => {

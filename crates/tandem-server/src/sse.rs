@@ -227,7 +227,8 @@ async fn open(
         names.into_iter().zip(grants).zip(starts).enumerate()
     {
         let peer = PeerId::next();
-        let (outbox, inbox) = peer::queue(tandem.config().peer_queue);
+        let config = tandem.config();
+        let (outbox, inbox) = peer::bounded_queue(config.peer_queue, config.peer_queue_bytes);
         let info = PeerInfo {
             subject: grant.subject.clone(),
             events: true,

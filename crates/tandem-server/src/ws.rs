@@ -11,10 +11,10 @@
 //! | 1001 | the server is shutting down, or the peer stopped answering pings |
 //! | 1002 | a frame does not decode (nothing in it was applied) |
 //! | 1003 | a text frame (the protocol is binary) |
-//! | 1008 | the peer sent an update nesting shared types deeper than the limit (refused), presence for more client ids than allowed or past the document's presence bytes, faster than its rate limit, an awareness state or custom event over the size limit, or events faster than their rate limit |
+//! | 1008 | the peer sent faster than its rate limit (every message of a frame counts, and every ping and pong), an update nesting shared types deeper than the limit (refused), presence for more client ids than allowed or past the document's presence bytes, an awareness state or custom event over the size limit, or events faster than their rate limit |
 //! | 1009 | a frame larger than the limit |
 //! | 1011 | the document failed (its store did) |
-//! | 1013 | the peer reads too slowly and its queue filled up |
+//! | 1013 | the peer reads too slowly: its queue filled up (frames or bytes), or its socket's write buffer did |
 //! | 4401 | the peer's token expired |
 //! | 4413 | the peer's update would have made the document larger than its limit (refused) |
 //! | 4404 | the document was deleted |
@@ -23,6 +23,10 @@
 //! dropped, counted and answered with a y-protocols "permission denied" message; one without
 //! `presence` is invisible: its awareness updates go back to it alone. Custom events need
 //! `events`; a peer receives them only when it connected with `?events=1`.
+//!
+//! What a connection may have waiting to be written is bounded in bytes twice: its peer queue
+//! (`peer_queue` frames, `peer_queue_bytes` bytes) and its socket's write buffer
+//! ([`max_write_buffer`]), which also holds the pongs tungstenite answers pings with by itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -38,7 +42,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use percent_encoding::percent_decode_str;
 use tandem_core::awareness::PresenceLimit;
-use tandem_core::protocol::{self, decode_frame, ClientEvent, ClientMessage};
+use tandem_core::protocol::{self, decode_frame_at_most, ClientEvent, ClientMessage};
 use tandem_core::{
     peer, DocError, DocHandle, DocName, Eviction, EvictionSignal, Grant, PeerId, PeerInbox,
     PeerInfo, Rights,
@@ -46,6 +50,7 @@ use tandem_core::{
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::config::Config;
 use crate::hooks::{ConnectionInfo, HookEvent};
 use crate::limits::{ConnectionPermit, ConnectionRate, CountRate, Refusal};
 use crate::metrics::{Direction, MessageType};
@@ -86,6 +91,29 @@ const WRITE_BATCH: usize = 64;
 /// each read, so its default (128 KiB) costs every idle connection 128 KiB of resident memory;
 /// 8 KiB holds hundreds of keystroke frames, and a larger frame grows the buffer as it arrives.
 pub(crate) const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Bytes a socket collects before it writes them out (tungstenite's default, named because
+/// [`max_write_buffer`] is computed from it).
+pub(crate) const WRITE_BUFFER_BYTES: usize = 128 * 1024;
+
+/// Room for what surrounds the largest payload in a frame the server sends: the WebSocket
+/// header, y-protocols message types and lengths, a Hocuspocus address's length.
+const FRAME_OVERHEAD: usize = 64 * 1024;
+
+/// The most a socket may hold written but not yet sent. A peer that stops reading (say, while
+/// it floods pings: tungstenite queues the pong to each by itself) can make the server keep this
+/// much and no more; a write past it fails and the connection closes with 1013, and tungstenite
+/// stops queueing pongs. It must hold the buffer plus the largest frame the server sends, or that
+/// frame could never be written: a sync step 2 of a document at its size limit (a document's
+/// encoding is no larger than its stored size, which the limit bounds), or a frame as large as
+/// a client may send (an awareness state or event relayed).
+pub(crate) fn max_write_buffer(config: &Config) -> usize {
+    let document = usize::try_from(config.doc.max_doc_bytes).unwrap_or(usize::MAX);
+    WRITE_BUFFER_BYTES
+        .saturating_add(document.max(config.max_frame_bytes))
+        .saturating_add(config.max_doc_name_bytes)
+        .saturating_add(FRAME_OVERHEAD)
+}
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -143,6 +171,8 @@ pub(crate) async fn upgrade(State(tandem): State<Tandem>, request: Request) -> R
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(max_write_buffer(config))
         .on_upgrade(move |socket| {
             let span = info_span!(
                 "conn",
@@ -236,7 +266,8 @@ async fn connection(
     _permit: ConnectionPermit,
 ) {
     let peer = info.peer;
-    let (outbox, inbox) = peer::queue(tandem.config().peer_queue);
+    let config = tandem.config();
+    let (outbox, inbox) = peer::bounded_queue(config.peer_queue, config.peer_queue_bytes);
     let peer_info = PeerInfo {
         subject: info.subject.clone(),
         events,
@@ -423,7 +454,7 @@ impl Connection<'_> {
         tokio::select! {
             result = timeout(limit, send_all) => match result {
                 Ok(Ok(())) => None,
-                Ok(Err(_)) => Some(Ending::Gone),
+                Ok(Err(error)) => Some(write_error(error)),
                 Err(_) => Some(Ending::Close(CLOSE_TRY_AGAIN, "write timeout")),
             },
             reason = self.eviction.evicted() => Some(eviction(reason)),
@@ -434,7 +465,7 @@ impl Connection<'_> {
         tokio::select! {
             result = timeout(limit, self.socket.send(message)) => match result {
                 Ok(Ok(())) => None,
-                Ok(Err(_)) => Some(Ending::Gone),
+                Ok(Err(error)) => Some(write_error(error)),
                 Err(_) => Some(Ending::Close(CLOSE_TRY_AGAIN, "write timeout")),
             },
             reason = self.eviction.evicted() => Some(eviction(reason)),
@@ -462,16 +493,20 @@ impl Connection<'_> {
                     return Some(Ending::Close(CLOSE_TOKEN_EXPIRED, "token expired"));
                 }
                 if !self.rate.admit(frame.len()) {
-                    self.tandem
-                        .inner
-                        .stats
-                        .rate_limited
-                        .fetch_add(1, Ordering::Relaxed);
-                    warn!("closing connection: rate limit exceeded");
-                    return Some(Ending::Close(CLOSE_POLICY, "rate limit exceeded"));
+                    return Some(rate_exceeded(self.tandem));
                 }
-                match decode_frame(&frame) {
-                    Ok(messages) => self.deliver(messages).await,
+                // Every message counts, not only the frame: one frame of a thousand sync step
+                // 1s is a thousand requests. Decoding stops at the first message past what the
+                // bucket holds.
+                let left = self.rate.messages_left();
+                match decode_frame_at_most(&frame, left.saturating_add(1)) {
+                    Ok(Some(messages)) => {
+                        if !self.rate.admit_more(messages.len().saturating_sub(1)) {
+                            return Some(rate_exceeded(self.tandem));
+                        }
+                        self.deliver(messages).await
+                    }
+                    Ok(None) => Some(rate_exceeded(self.tandem)),
                     Err(error) => {
                         warn!(%error, bytes = frame.len(), "refusing frame");
                         Some(Ending::Close(CLOSE_PROTOCOL_ERROR, "malformed message"))
@@ -480,9 +515,23 @@ impl Connection<'_> {
             }
             Message::Text(_) => Some(Ending::Close(CLOSE_UNSUPPORTED, "binary frames only")),
             Message::Close(_) => Some(Ending::ClosedByPeer),
-            Message::Ping(_) | Message::Pong(_) => None,
+            // tungstenite has queued the pong already; the rate bounds how many.
+            Message::Ping(payload) | Message::Pong(payload) => {
+                (!self.rate.admit(payload.len())).then(|| rate_exceeded(self.tandem))
+            }
         }
     }
+}
+
+/// Counts and logs a connection over its rate limit; the ending that closes it (1008).
+pub(crate) fn rate_exceeded(tandem: &Tandem) -> Ending {
+    tandem
+        .inner
+        .stats
+        .rate_limited
+        .fetch_add(1, Ordering::Relaxed);
+    warn!("closing connection: rate limit exceeded");
+    Ending::Close(CLOSE_POLICY, "rate limit exceeded")
 }
 
 impl Connection<'_> {
@@ -587,6 +636,21 @@ fn eviction(reason: Eviction) -> Ending {
         Eviction::PresenceLimit(PresenceLimit::DocumentBytes) => {
             Ending::Close(CLOSE_POLICY, "document presence full")
         }
+    }
+}
+
+/// How a failed write ends the connection: a full write buffer means the peer does not read
+/// (1013); anything else means the socket is gone.
+pub(crate) fn write_error(error: axum::Error) -> Ending {
+    let full = error
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|error| matches!(error, tungstenite::Error::WriteBufferFull(_)));
+    if full {
+        warn!("closing connection: write buffer full");
+        Ending::Close(CLOSE_TRY_AGAIN, "peer too slow")
+    } else {
+        Ending::Gone
     }
 }
 

@@ -83,6 +83,11 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_PEER_QUEUE", default_value_t = doc_defaults::DEFAULT_PEER_QUEUE)]
     peer_queue: usize,
 
+    /// Bytes queued for one peer before it is disconnected as too slow (close 1013); one larger
+    /// frame still goes to a peer whose queue is below it.
+    #[arg(long, env = "TANDEM_PEER_QUEUE_BYTES", default_value_t = doc_defaults::DEFAULT_PEER_QUEUE_BYTES)]
+    peer_queue_bytes: usize,
+
     /// How long a document stays in memory after its last peer left.
     #[arg(long, env = "TANDEM_UNLOAD_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
     unload_delay: Duration,
@@ -163,12 +168,12 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_MAX_BODY_BYTES", default_value_t = server_defaults::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
 
-    /// Frames one connection may send per second, sustained; 0 turns the limit off
-    /// (over it: close 1008).
+    /// Messages (every y-protocols message of a frame, and pings and pongs) one connection may
+    /// send per second, sustained; 0 turns the limit off (over it: close 1008).
     #[arg(long, env = "TANDEM_MAX_MESSAGES_PER_SEC", default_value_t = server_defaults::DEFAULT_MESSAGES_PER_SEC)]
     max_messages_per_sec: u32,
 
-    /// Frames one connection may send in a burst above the sustained rate.
+    /// Messages one connection may send in a burst above the sustained rate.
     #[arg(long, env = "TANDEM_MESSAGE_BURST", default_value_t = server_defaults::DEFAULT_MESSAGE_BURST)]
     message_burst: u32,
 
@@ -322,6 +327,7 @@ impl ServeArgs {
             max_frame_bytes: self.max_frame_bytes,
             ping_interval: self.ping_interval,
             peer_queue: self.peer_queue,
+            peer_queue_bytes: self.peer_queue_bytes,
             max_doc_name_bytes: self.max_doc_name_bytes,
             max_awareness_bytes: self.max_awareness_bytes,
             max_connections: self.max_connections,
