@@ -322,7 +322,13 @@ impl Dispatcher {
                 }
             }
         }
-        // Attempts cut short here are still in the outbox and go out again at the next start.
+        // Attempts already answered are settled; those cut short here are still in the outbox
+        // and go out again at the next start.
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok(attempt) = done {
+                self.finished(attempt);
+            }
+        }
         in_flight.abort_all();
         // What documents reported before they stopped still reaches the outbox: in one more
         // write after the one in flight, so shutdown costs at most two flushes however many
