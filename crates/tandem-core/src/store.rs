@@ -171,9 +171,10 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Adds a record to the outbox (deliveries that must survive a restart, such as webhooks)
-    /// and returns its id, unique for the life of the store. Durable when it returns.
-    async fn outbox_push(&self, _record: Bytes) -> Result<u64, StoreError> {
+    /// Adds records to the outbox (deliveries that must survive a restart, such as webhooks)
+    /// and returns their ids in the same order, each unique for the life of the store. Durable
+    /// when it returns; a batch should cost one flush, not one per record.
+    async fn outbox_push(&self, _records: Vec<Bytes>) -> Result<Vec<u64>, StoreError> {
         Err(StoreError::Unsupported("an outbox"))
     }
 
@@ -182,8 +183,8 @@ pub trait Store: Send + Sync + 'static {
         Err(StoreError::Unsupported("an outbox"))
     }
 
-    /// Removes a delivered record from the outbox. Durable when it returns.
-    async fn outbox_remove(&self, _id: u64) -> Result<(), StoreError> {
+    /// Removes delivered records from the outbox. Durable when it returns (one flush per batch).
+    async fn outbox_remove(&self, _ids: Vec<u64>) -> Result<(), StoreError> {
         Err(StoreError::Unsupported("an outbox"))
     }
 }

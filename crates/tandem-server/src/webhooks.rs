@@ -21,7 +21,8 @@
 //! the internet, and reqwest brings TLS, proxies-free connection pooling and timeouts without
 //! a system OpenSSL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -30,7 +31,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tandem_core::{DocName, PeerId, Store};
+use tandem_core::{DocName, PeerId, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
@@ -62,6 +63,10 @@ pub const DEFAULT_WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// Deliveries sent at once.
 pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Events the dispatcher takes in per turn before it looks at its timers, outbox writes and
+/// sends again: taking one in costs no store call, so a turn stays short under a flood.
+const INTAKE_BATCH: usize = 1024;
 
 /// Where and how webhooks are delivered.
 #[derive(Clone)]
@@ -179,6 +184,11 @@ pub(crate) fn start(
         metrics,
         client,
         bursts: HashMap::new(),
+        burst_timers: BinaryHeap::new(),
+        next_burst_key: 0,
+        unwritten: Vec::new(),
+        pushing: Vec::new(),
+        finished_ids: Vec::new(),
         due: BTreeMap::new(),
         attempts: HashMap::new(),
         local_ids: 0,
@@ -193,9 +203,34 @@ pub(crate) fn start(
 
 /// A burst of changes to one document whose delivery is being debounced.
 struct Burst {
+    /// Tells this burst from a later one of the same document, for records written late.
+    key: u64,
     first: Instant,
     last: Instant,
+    /// Its deliveries whose outbox records are written.
     deliveries: Vec<(u64, Record)>,
+}
+
+/// Where a record goes once the outbox gave it an id.
+enum Owner {
+    /// Into its burst if that is still being debounced, else straight to sending.
+    Burst { doc: DocName, key: u64 },
+    /// Straight to sending.
+    Now,
+}
+
+/// A finished outbox push: the ids the store gave the records, in order.
+type Pushed = Result<Vec<u64>, StoreError>;
+
+/// A finished outbox removal: how many ids, and whether it worked.
+type Removed = (usize, Result<(), StoreError>);
+
+/// The outbox writes in flight: at most one push and one removal. Everything that accumulates
+/// meanwhile goes in the next one, so a burst of deliveries costs one flush, not one each.
+#[derive(Default)]
+struct Writes {
+    push: JoinSet<Pushed>,
+    remove: JoinSet<Removed>,
 }
 
 struct Dispatcher {
@@ -204,6 +239,16 @@ struct Dispatcher {
     metrics: Arc<Metrics>,
     client: reqwest::Client,
     bursts: HashMap<DocName, Burst>,
+    /// One entry per burst: the earliest it can be due, soonest first. A burst extended since
+    /// its entry was made gets a new entry when the old one comes up.
+    burst_timers: BinaryHeap<Reverse<(Instant, DocName)>>,
+    next_burst_key: u64,
+    /// Records to write to the outbox, with where each goes once written.
+    unwritten: Vec<(Owner, Record)>,
+    /// The records of the push in flight.
+    pushing: Vec<(Owner, Record)>,
+    /// Ids to remove from the outbox (delivered or given up).
+    finished_ids: Vec<u64>,
     /// Deliveries waiting for their (next) attempt, by when and id.
     due: BTreeMap<(Instant, u64), Record>,
     /// Failed attempts so far, by delivery id.
@@ -220,36 +265,15 @@ impl Dispatcher {
         mut events: mpsc::UnboundedReceiver<WebhookEvent>,
         closing: CancellationToken,
     ) {
-        match self.store.outbox_pending().await {
-            Ok(pending) => {
-                if !pending.is_empty() {
-                    info!(
-                        pending = pending.len(),
-                        "resuming webhook deliveries from the outbox"
-                    );
-                }
-                let now = Instant::now();
-                for (id, raw) in pending {
-                    match serde_json::from_slice::<Record>(&raw) {
-                        Ok(record) => {
-                            self.due.insert((now, id), record);
-                        }
-                        Err(error) => {
-                            warn!(id, %error, "dropping an unreadable outbox record");
-                            let _ = self.store.outbox_remove(id).await;
-                        }
-                    }
-                }
-            }
-            Err(error) => warn!(%error, "could not read the webhook outbox"),
-        }
+        self.resume().await;
         let mut in_flight: JoinSet<Attempt> = JoinSet::new();
+        let mut writes = Writes::default();
+        let mut intake = Vec::with_capacity(INTAKE_BATCH);
+        // Not biased: intake, outbox writes, timers and sends each get their turn, so a flood
+        // of changes cannot hold deliveries back (and taking in an event costs no store call).
         loop {
-            let burst_due = self
-                .bursts
-                .values()
-                .map(|burst| self.burst_due(burst))
-                .min();
+            self.start_writes(&mut writes);
+            let burst_due = self.burst_timers.peek().map(|Reverse((at, _))| *at);
             let next = self
                 .due
                 .keys()
@@ -257,41 +281,37 @@ impl Dispatcher {
                 .map(|(at, _)| *at)
                 .filter(|_| in_flight.len() < MAX_IN_FLIGHT);
             tokio::select! {
-                biased;
-                _ = closing.cancelled() => {
-                    // What documents reported before they stopped still reaches the outbox.
-                    while let Ok(event) = events.try_recv() {
-                        self.on_event(event).await;
+                _ = closing.cancelled() => break,
+                received = events.recv_many(&mut intake, INTAKE_BATCH) => {
+                    if received == 0 {
+                        break;
                     }
-                    break;
+                    for event in intake.drain(..) {
+                        self.on_event(event);
+                    }
                 }
-                event = events.recv() => match event {
-                    None => break,
-                    Some(event) => self.on_event(event).await,
-                },
+                Some(done) = writes.push.join_next(), if !writes.push.is_empty() => {
+                    self.pushed(done);
+                }
+                Some(done) = writes.remove.join_next(), if !writes.remove.is_empty() => {
+                    self.removed(done);
+                }
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     if let Ok(attempt) = done {
-                        self.finished(attempt).await;
+                        self.finished(attempt);
                     }
                 }
                 _ = sleep_until(burst_due.unwrap_or_else(Instant::now)), if burst_due.is_some() => {
-                    let now = Instant::now();
-                    let ready: Vec<DocName> = self
-                        .bursts
-                        .iter()
-                        .filter(|(_, burst)| self.burst_due(burst) <= now)
-                        .map(|(doc, _)| doc.clone())
-                        .collect();
-                    for doc in ready {
-                        if let Some(burst) = self.bursts.remove(&doc) {
-                            for (id, record) in burst.deliveries {
-                                self.due.insert((now, id), record);
-                            }
-                        }
-                    }
+                    self.release_bursts(Instant::now());
                 }
                 _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                    if let Some(((_, id), record)) = self.due.pop_first() {
+                    let now = Instant::now();
+                    while in_flight.len() < MAX_IN_FLIGHT {
+                        let Some(entry) = self.due.first_entry().filter(|entry| entry.key().0 <= now)
+                        else {
+                            break;
+                        };
+                        let ((_, id), record) = entry.remove_entry();
                         in_flight.spawn(attempt(
                             self.client.clone(),
                             self.config.clone(),
@@ -302,14 +322,171 @@ impl Dispatcher {
                 }
             }
         }
+        // Attempts already answered are settled; those cut short here are still in the outbox
+        // and go out again at the next start.
+        while let Some(done) = in_flight.try_join_next() {
+            if let Ok(attempt) = done {
+                self.finished(attempt);
+            }
+        }
+        in_flight.abort_all();
+        // What documents reported before they stopped still reaches the outbox: in one more
+        // write after the one in flight, so shutdown costs at most two flushes however many
+        // deliveries are pending.
+        while let Ok(event) = events.try_recv() {
+            self.on_event(event);
+        }
+        loop {
+            self.start_writes(&mut writes);
+            tokio::select! {
+                Some(done) = writes.push.join_next() => self.pushed(done),
+                Some(done) = writes.remove.join_next() => self.removed(done),
+                else => break,
+            }
+        }
         debug!("webhook dispatcher stopped");
+    }
+
+    /// Schedules what the outbox holds from before (the server stopped or died first).
+    async fn resume(&mut self) {
+        let pending = match self.store.outbox_pending().await {
+            Ok(pending) => pending,
+            Err(error) => {
+                warn!(%error, "could not read the webhook outbox");
+                return;
+            }
+        };
+        if !pending.is_empty() {
+            info!(
+                pending = pending.len(),
+                "resuming webhook deliveries from the outbox"
+            );
+        }
+        let now = Instant::now();
+        for (id, raw) in pending {
+            match serde_json::from_slice::<Record>(&raw) {
+                Ok(record) => {
+                    self.due.insert((now, id), record);
+                }
+                Err(error) => {
+                    warn!(id, %error, "dropping an unreadable outbox record");
+                    self.finished_ids.push(id);
+                }
+            }
+        }
+    }
+
+    /// Starts an outbox push and an outbox removal of everything accumulated, unless one of
+    /// the kind is already in flight.
+    fn start_writes(&mut self, writes: &mut Writes) {
+        if writes.push.is_empty() && !self.unwritten.is_empty() {
+            self.pushing = std::mem::take(&mut self.unwritten);
+            let raw = self
+                .pushing
+                .iter()
+                .map(|(_, record)| Bytes::from(serde_json::to_vec(record).unwrap_or_default()))
+                .collect();
+            let store = self.store.clone();
+            writes
+                .push
+                .spawn(async move { store.outbox_push(raw).await });
+        }
+        if writes.remove.is_empty() && !self.finished_ids.is_empty() {
+            let ids = std::mem::take(&mut self.finished_ids);
+            let store = self.store.clone();
+            writes.remove.spawn(async move {
+                let count = ids.len();
+                (count, store.outbox_remove(ids).await)
+            });
+        }
+    }
+
+    /// Places pushed records: into their burst while it is debounced, else up for sending.
+    fn pushed(&mut self, done: Result<Pushed, tokio::task::JoinError>) {
+        let records = std::mem::take(&mut self.pushing);
+        let ids = match done.unwrap_or_else(|error| Err(StoreError::Task(error.to_string()))) {
+            Ok(ids) if ids.len() == records.len() => ids,
+            Ok(ids) => {
+                warn!(
+                    records = records.len(),
+                    ids = ids.len(),
+                    "the outbox answered the wrong number of ids, webhook deliveries kept in memory only"
+                );
+                self.local_id_batch(records.len())
+            }
+            Err(error) => {
+                warn!(%error, records = records.len(), "webhook deliveries kept in memory only");
+                self.local_id_batch(records.len())
+            }
+        };
+        let now = Instant::now();
+        for ((owner, record), id) in records.into_iter().zip(ids) {
+            let burst = match &owner {
+                Owner::Burst { doc, key } => {
+                    self.bursts.get_mut(doc).filter(|burst| burst.key == *key)
+                }
+                Owner::Now => None,
+            };
+            match burst {
+                Some(burst) => burst.deliveries.push((id, record)),
+                None => {
+                    self.due.insert((now, id), record);
+                }
+            }
+        }
+    }
+
+    fn removed(&mut self, done: Result<Removed, tokio::task::JoinError>) {
+        let (count, result) = match done {
+            Ok(removed) => removed,
+            Err(error) => (0, Err(StoreError::Task(error.to_string()))),
+        };
+        if let Err(error) = result {
+            // They are delivered again after a restart: at least once still holds.
+            warn!(%error, count, "could not remove delivered webhooks from the outbox");
+        }
+    }
+
+    /// Ids for deliveries the store could not keep, marked so they are never removed from it.
+    fn local_id_batch(&mut self, count: usize) -> Vec<u64> {
+        (0..count)
+            .map(|_| {
+                self.local_ids += 1;
+                (1 << 63) | self.local_ids
+            })
+            .collect()
     }
 
     fn burst_due(&self, burst: &Burst) -> Instant {
         (burst.last + self.config.debounce).min(burst.first + self.config.max_delay)
     }
 
-    async fn on_event(&mut self, event: WebhookEvent) {
+    /// Hands every burst due by `now` to sending.
+    fn release_bursts(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.burst_timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, doc))) = self.burst_timers.pop() else {
+                break;
+            };
+            let Some(due) = self.bursts.get(&doc).map(|burst| self.burst_due(burst)) else {
+                continue;
+            };
+            if due > now {
+                self.burst_timers.push(Reverse((due, doc)));
+                continue;
+            }
+            if let Some(burst) = self.bursts.remove(&doc) {
+                // Records still being written follow when they have their ids.
+                for (id, record) in burst.deliveries {
+                    self.due.insert((now, id), record);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: WebhookEvent) {
         let now = Instant::now();
         match event {
             WebhookEvent::Changed { doc } => {
@@ -322,28 +499,34 @@ impl Dispatcher {
                     "doc": doc.to_string(),
                     "changedAt": timestamp(SystemTime::now()),
                 });
-                let deliveries = self.records(body).await;
-                self.bursts.insert(
-                    doc,
-                    Burst {
-                        first: now,
-                        last: now,
-                        deliveries,
-                    },
-                );
+                let key = self.next_burst_key;
+                self.next_burst_key += 1;
+                self.records(body, || Owner::Burst {
+                    doc: doc.clone(),
+                    key,
+                });
+                let burst = Burst {
+                    key,
+                    first: now,
+                    last: now,
+                    deliveries: Vec::new(),
+                };
+                self.burst_timers
+                    .push(Reverse((self.burst_due(&burst), doc.clone())));
+                self.bursts.insert(doc, burst);
             }
             WebhookEvent::PeerJoined { .. } | WebhookEvent::PeerLeft { .. }
                 if !self.config.peer_events => {}
             WebhookEvent::PeerJoined { peer, entry } => {
-                self.peer_event("peer.joined", peer, entry, now).await;
+                self.peer_event("peer.joined", peer, entry);
             }
             WebhookEvent::PeerLeft { peer, entry } => {
-                self.peer_event("peer.left", peer, entry, now).await;
+                self.peer_event("peer.left", peer, entry);
             }
         }
     }
 
-    async fn peer_event(&mut self, kind: &str, peer: PeerId, entry: PeerEntry, now: Instant) {
+    fn peer_event(&mut self, kind: &str, peer: PeerId, entry: PeerEntry) {
         let body = json!({
             "type": kind,
             "doc": entry.doc.to_string(),
@@ -352,40 +535,27 @@ impl Dispatcher {
             "transport": entry.kind.as_str(),
             "at": timestamp(SystemTime::now()),
         });
-        for (id, record) in self.records(body).await {
-            self.due.insert((now, id), record);
-        }
+        self.records(body, || Owner::Now);
     }
 
-    /// Writes one outbox record per URL; a record the store cannot keep is delivered from
-    /// memory only.
-    async fn records(&mut self, body: Value) -> Vec<(u64, Record)> {
-        let mut records = Vec::with_capacity(self.config.urls.len());
+    /// Queues one outbox record per URL for the next write; a record the store cannot keep
+    /// is delivered from memory only.
+    fn records(&mut self, body: Value, owner: impl Fn() -> Owner) {
         for url in &self.config.urls {
             let record = Record {
                 url: url.clone(),
                 body: body.clone(),
             };
-            let raw = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-            let id = match self.store.outbox_push(raw).await {
-                Ok(id) => id,
-                Err(error) => {
-                    warn!(%error, "webhook delivery kept in memory only");
-                    self.local_ids += 1;
-                    (1 << 63) | self.local_ids
-                }
-            };
-            records.push((id, record));
+            self.unwritten.push((owner(), record));
         }
-        records
     }
 
-    async fn finished(&mut self, (id, record, result): Attempt) {
+    fn finished(&mut self, (id, record, result): Attempt) {
         match result {
             Ok(()) => {
                 self.metrics.webhook(DeliveryResult::Delivered);
                 self.attempts.remove(&id);
-                self.forget(id).await;
+                self.forget(id);
             }
             Err(error) => {
                 self.metrics.webhook(DeliveryResult::Failed);
@@ -396,7 +566,7 @@ impl Dispatcher {
                     warn!(id, url = %record.url, %error, attempts, "giving up a webhook delivery");
                     self.metrics.webhook(DeliveryResult::Dropped);
                     self.attempts.remove(&id);
-                    self.forget(id).await;
+                    self.forget(id);
                     return;
                 }
                 let backoff = self
@@ -410,12 +580,10 @@ impl Dispatcher {
         }
     }
 
-    async fn forget(&self, id: u64) {
-        if id & (1 << 63) != 0 {
-            return;
-        }
-        if let Err(error) = self.store.outbox_remove(id).await {
-            warn!(id, %error, "could not remove a delivered webhook from the outbox");
+    /// Queues a finished delivery's record for removal from the outbox.
+    fn forget(&mut self, id: u64) {
+        if id & (1 << 63) == 0 {
+            self.finished_ids.push(id);
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Webhook deliveries survive the server being killed: a delivery that was pending (its first
 //! attempt failed) when the process died of SIGKILL arrives, with the same delivery id, after
-//! the server starts again on the same data directory.
+//! the server starts again on the same data directory. And a graceful stop (SIGTERM) right
+//! after thousands of documents changed keeps every pending delivery, within its deadline.
 
+mod support;
+
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +18,8 @@ use axum::Router;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Delivery ids received, with the status answered.
-type Log = Arc<Mutex<Vec<(String, u16)>>>;
+/// Delivery ids received, with the status answered and the document the body names.
+type Log = Arc<Mutex<Vec<(String, u16, String)>>>;
 
 async fn receiver(log: Log, accepting: Arc<AtomicBool>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -24,7 +28,7 @@ async fn receiver(log: Log, accepting: Arc<AtomicBool>) -> String {
     let addr = listener.local_addr().expect("addr");
     let app = Router::new().route(
         "/hook",
-        post(move |headers: HeaderMap| {
+        post(move |headers: HeaderMap, body: axum::body::Bytes| {
             let (log, accepting) = (log.clone(), accepting.clone());
             async move {
                 let id = headers
@@ -37,7 +41,11 @@ async fn receiver(log: Log, accepting: Arc<AtomicBool>) -> String {
                 } else {
                     StatusCode::INTERNAL_SERVER_ERROR
                 };
-                log.lock().expect("lock").push((id, status.as_u16()));
+                let doc = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|body| body["doc"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                log.lock().expect("lock").push((id, status.as_u16(), doc));
                 status
             }
         }),
@@ -128,9 +136,87 @@ async fn a_pending_delivery_arrives_after_a_kill_and_restart() {
         log.lock()
             .expect("lock")
             .iter()
-            .any(|(delivered, status)| *delivered == id && *status == 200)
+            .any(|(delivered, status, _)| *delivered == id && *status == 200)
     })
     .await;
     second.kill().expect("kill");
     second.wait().expect("wait");
+}
+
+/// Documents changed before the SIGTERM: enough that one flush per pending delivery took the
+/// shutdown past [`SHUTDOWN_TIMEOUT`] (and lost what it had not written).
+const BURST_DOCS: usize = 4_000;
+
+/// The shutdown deadline given to the binary: shutdown costs a couple of outbox flushes
+/// however many deliveries are pending.
+const SHUTDOWN_TIMEOUT: &str = "1s";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_a_burst_exits_cleanly_and_every_change_is_delivered_after_restart() {
+    let log: Log = Arc::default();
+    let accepting = Arc::new(AtomicBool::new(false));
+    let hook = receiver(log.clone(), accepting.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let args = [
+        "--webhook-url",
+        &hook,
+        "--webhook-debounce",
+        "50ms",
+        "--webhook-retry-base",
+        "10m",
+        "--shutdown-timeout",
+        SHUTDOWN_TIMEOUT,
+    ];
+    let server = support::start(&data, &args).expect("start");
+    let client = reqwest::Client::new();
+    let update = [1, 1, 1, 0, 4, 1, 1, b't', 1, b'x', 0];
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, base, next) = (client.clone(), server.http.clone(), next.clone());
+        writers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= BURST_DOCS {
+                    return;
+                }
+                let response = client
+                    .post(format!("{base}/docs/term/{i}/update"))
+                    .body(update.to_vec())
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(response.status(), 204);
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    drop(client);
+    let (status, took) = tokio::task::spawn_blocking(move || server.terminate(DEADLINE))
+        .await
+        .expect("join")
+        .expect("terminate");
+    eprintln!("{BURST_DOCS} documents changed; SIGTERM to exit took {took:?} ({status})");
+    assert!(status.success(), "after SIGTERM: {status} in {took:?}");
+
+    accepting.store(true, Ordering::SeqCst);
+    let server = support::start(&data, &args).expect("restart");
+    let delivered = || -> HashSet<String> {
+        log.lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, status, _)| *status == 200)
+            .map(|(_, _, doc)| doc.clone())
+            .collect()
+    };
+    wait_for("a delivery for every changed document", || {
+        delivered().len() >= BURST_DOCS
+    })
+    .await;
+    let expected: HashSet<String> = (0..BURST_DOCS).map(|i| format!("term/{i}")).collect();
+    assert_eq!(delivered(), expected);
+    server.kill();
 }

@@ -441,11 +441,17 @@ impl Inner {
         Ok(())
     }
 
-    fn outbox_push(&self, record: &[u8]) -> Result<u64, StoreError> {
-        let id = self.db.generate_id()?;
-        self.outbox.insert(id.to_be_bytes(), record)?;
+    /// One insert per record (never a `sled::Batch`: see "No batches" above); the caller's one
+    /// flush then covers them all.
+    fn outbox_push(&self, records: &[Bytes]) -> Result<Vec<u64>, StoreError> {
+        let mut ids = Vec::with_capacity(records.len());
+        for record in records {
+            let id = self.db.generate_id()?;
+            self.outbox.insert(id.to_be_bytes(), record.as_ref())?;
+            ids.push(id);
+        }
         self.writes.fetch_add(1, Ordering::AcqRel);
-        Ok(id)
+        Ok(ids)
     }
 
     fn outbox_pending(&self) -> Result<Vec<(u64, Bytes)>, StoreError> {
@@ -462,8 +468,10 @@ impl Inner {
             .collect()
     }
 
-    fn outbox_remove(&self, id: u64) -> Result<(), StoreError> {
-        self.outbox.remove(id.to_be_bytes())?;
+    fn outbox_remove(&self, ids: &[u64]) -> Result<(), StoreError> {
+        for id in ids {
+            self.outbox.remove(id.to_be_bytes())?;
+        }
         self.writes.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -597,20 +605,21 @@ impl Store for SledStore {
             .await
     }
 
-    async fn outbox_push(&self, record: Bytes) -> Result<u64, StoreError> {
-        let id = self
-            .blocking(move |inner| inner.outbox_push(&record))
+    async fn outbox_push(&self, records: Vec<Bytes>) -> Result<Vec<u64>, StoreError> {
+        let ids = self
+            .blocking(move |inner| inner.outbox_push(&records))
             .await?;
         self.durable().await?;
-        Ok(id)
+        Ok(ids)
     }
 
     async fn outbox_pending(&self) -> Result<Vec<(u64, Bytes)>, StoreError> {
         self.blocking(|inner| inner.outbox_pending()).await
     }
 
-    async fn outbox_remove(&self, id: u64) -> Result<(), StoreError> {
-        self.blocking(move |inner| inner.outbox_remove(id)).await?;
+    async fn outbox_remove(&self, ids: Vec<u64>) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.outbox_remove(&ids))
+            .await?;
         self.durable().await
     }
 }
@@ -791,16 +800,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (first, second) = {
             let store = SledStore::open(dir.path()).expect("open");
-            let first = store
-                .outbox_push(Bytes::from_static(b"one"))
+            let ids = store
+                .outbox_push(vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")])
                 .await
                 .expect("push");
-            let second = store
-                .outbox_push(Bytes::from_static(b"two"))
-                .await
-                .expect("push");
+            let [first, second] = ids[..] else {
+                panic!("one id per record: {ids:?}")
+            };
             assert_ne!(first, second);
-            store.outbox_remove(first).await.expect("remove");
+            store.outbox_remove(vec![first]).await.expect("remove");
             (first, second)
         };
         let store = SledStore::open(dir.path()).expect("reopen");
@@ -809,10 +817,34 @@ mod tests {
             [(second, Bytes::from_static(b"two"))]
         );
         let third = store
-            .outbox_push(Bytes::from_static(b"three"))
+            .outbox_push(vec![Bytes::from_static(b"three")])
             .await
             .expect("push");
-        assert!(third != first && third != second, "ids are never reused");
+        assert!(
+            third[0] != first && third[0] != second,
+            "ids are never reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_outbox_records_is_one_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        let flushes = || store.inner.generation.load(Ordering::Acquire);
+        let before = flushes();
+        let records = (0..500)
+            .map(|i| Bytes::from(format!("record {i}")))
+            .collect();
+        let ids = store.outbox_push(records).await.expect("push");
+        assert_eq!(flushes(), before + 1, "one flush for the batch");
+        assert_eq!(ids.len(), 500);
+        store
+            .outbox_remove(ids[..499].to_vec())
+            .await
+            .expect("remove");
+        assert_eq!(flushes(), before + 2, "one flush for the removals");
+        let pending = store.outbox_pending().await.expect("pending");
+        assert_eq!(pending, [(ids[499], Bytes::from_static(b"record 499"))]);
     }
 
     #[test]

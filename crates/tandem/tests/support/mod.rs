@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,33 @@ fn listening_addr(line: &str) -> Option<String> {
 }
 
 impl Server {
+    /// Sends SIGTERM (what a service manager sends to stop it) and waits up to `deadline` for
+    /// the process to exit; returns its exit status and how long it took.
+    #[allow(dead_code)] // each test binary compiles this module; not all of them stop gracefully
+    pub fn terminate(mut self, deadline: Duration) -> Result<(ExitStatus, Duration), String> {
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|error| format!("running kill: {error}"))?;
+        if !kill.success() {
+            return Err(format!("kill -TERM failed: {kill}"));
+        }
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(|error| format!("waiting for tandem: {error}"))?
+            {
+                return Ok((status, sent.elapsed()));
+            }
+            if sent.elapsed() > deadline {
+                return Err(format!("tandem still running {deadline:?} after SIGTERM"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills the process with SIGKILL and waits for it.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL tandem");
