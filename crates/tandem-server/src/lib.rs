@@ -145,8 +145,9 @@ struct Inner {
     stats: Stats,
     /// Cancelled when the server shuts down: every connection closes with 1001.
     closing: CancellationToken,
-    /// Every WebSocket connection task, so shutdown can wait for them (axum's graceful
-    /// shutdown does not wait for upgraded connections).
+    /// Every WebSocket connection task, and every HTTP connection task of [`serve`], so
+    /// shutdown can wait for them (a server's graceful shutdown does not wait for upgraded
+    /// connections).
     tasks: TaskTracker,
     /// The store, for listings, deletions, metadata and readiness.
     store: Arc<dyn Store>,
