@@ -205,6 +205,44 @@ async fn a_keep_alive_connection_is_closed_by_the_idle_timeout_not_the_header_ti
     server.stop().await
 }
 
+#[tokio::test]
+async fn shutdown_does_not_wait_for_connections_without_a_request_in_flight() -> anyhow::Result<()>
+{
+    let dir = tempdir();
+    let server = start(
+        dir.path(),
+        Config {
+            // Far beyond the test's deadline: only shutdown can close these.
+            header_read_timeout: Duration::from_secs(600),
+            http_idle_timeout: Duration::from_secs(600),
+            ..Config::default()
+        },
+    )
+    .await;
+    let mut silent = TcpStream::connect(server.addr).await?;
+    let mut half = TcpStream::connect(server.addr).await?;
+    half.write_all(b"GET /healthz HTTP/1.1\r\n").await?;
+    let mut kept_alive = TcpStream::connect(server.addr).await?;
+    assert_eq!(
+        healthz_kept_alive(&mut kept_alive).await?,
+        "HTTP/1.1 200 OK"
+    );
+    // The server has accepted all three once it answers on a fourth.
+    assert!(healthz_from(1, server.addr)
+        .await?
+        .starts_with("HTTP/1.1 200"));
+    let stopping = Instant::now();
+    server.stop().await?;
+    eprintln!(
+        "shutdown with 3 connections between requests took {:?}",
+        stopping.elapsed()
+    );
+    for stream in [&mut silent, &mut half, &mut kept_alive] {
+        assert!(read_until_closed(stream).await?.is_empty());
+    }
+    Ok(())
+}
+
 /// Opens `count` connections from 127.0.0.`host` and makes a request on each, so each is
 /// known to be admitted; they stay open, idle.
 async fn hold(host: u8, count: usize, server: SocketAddr) -> anyhow::Result<Vec<TcpStream>> {

@@ -190,7 +190,11 @@ async fn connection(
             }
             () = activity.changed.notified() => {}
             () = shutdown.cancelled(), if !draining => {
-                // Closes at once when idle, after the response in flight otherwise.
+                // Without a request in flight there is nothing to finish (hyper would wait for
+                // the head of a first request); otherwise close after the response.
+                if activity.deadline(timeouts).is_some() {
+                    return;
+                }
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
