@@ -29,6 +29,27 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// WebSocket connections open at once from one IP address; more get 503.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 500;
 
+/// How long a client has to send a request's headers: from the moment the connection is accepted
+/// (for its first request) or from the first byte of a later one. A connection that sends nothing,
+/// or half a request, is closed when it runs out. Headers arrive in one packet from real clients;
+/// a slow sender holding a descriptor is an attack (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a keep-alive HTTP connection may wait with no request in flight before it is
+/// closed. Event streams and WebSockets are not idle: a response still being sent, or an
+/// upgraded connection, never counts. Browsers reuse idle connections for about a minute.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// HTTP connections open at once, in total (an event stream holds one; WebSockets count against
+/// [`DEFAULT_MAX_CONNECTIONS`] instead once upgraded). More are answered 503 and closed at
+/// accept, so idle sockets cannot use up the process's file descriptors.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 4_096;
+
+/// HTTP connections open at once from one IP address; more are answered 503 and closed at
+/// accept. A browser opens at most six per origin, so this leaves room for a few dozen users
+/// behind one NAT.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP: usize = 256;
+
 /// Largest HTTP request body; larger ones get 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -123,6 +144,15 @@ pub struct Config {
     /// See [`DEFAULT_MAX_CONNECTIONS_PER_IP`]. Applies when the server knows the peer's address
     /// (axum's `ConnectInfo<SocketAddr>`, which [`serve`](crate::serve) provides).
     pub max_connections_per_ip: usize,
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`]. Applied by [`serve`](crate::serve), not by a router
+    /// served another way.
+    pub header_read_timeout: Duration,
+    /// See [`DEFAULT_HTTP_IDLE_TIMEOUT`]. Applied by [`serve`](crate::serve).
+    pub http_idle_timeout: Duration,
+    /// See [`DEFAULT_MAX_HTTP_CONNECTIONS`]. Applied by [`serve`](crate::serve).
+    pub max_http_connections: usize,
+    /// See [`DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP`]. Applied by [`serve`](crate::serve).
+    pub max_http_connections_per_ip: usize,
     /// See [`DEFAULT_MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
     /// What one connection may send per second.
@@ -157,6 +187,10 @@ impl Default for Config {
             max_awareness_bytes: DEFAULT_MAX_AWARENESS_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            max_http_connections_per_ip: DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             rate_limit: RateLimit::default(),
             allowed_origins: Vec::new(),

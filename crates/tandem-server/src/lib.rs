@@ -58,6 +58,8 @@
 //! - [`config`]: connection-level limits and their defaults.
 //! - [`hooks`]: what the embedding app is told, and how it can veto connections.
 //! - `auth`: credentials from requests (query, header, cookie) and 401/403 responses.
+//! - `accept`: the accept loop of [`serve`]: HTTP connection caps, header-read and idle
+//!   timeouts.
 //! - `limits`: connection caps and per-connection token buckets.
 //! - `creation`: how many new documents one caller may create.
 //! - `ws`: one task per WebSocket connection: checks, limits, rights, keep-alive, eviction.
@@ -79,7 +81,6 @@
 //! - `GET /healthz`: 200 while the process serves; `GET /readyz`: 200 while it accepts work.
 //! - `GET /status`, `GET /metrics`, `GET /openapi.json`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -87,7 +88,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
 use axum::routing::{any, get, MethodRouter};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tandem_core::auth::AllowAll;
 use tandem_core::{Authorizer, DocError, DocEvent, DocName, Document, Registry, Store, StoreError};
@@ -98,6 +98,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use tracing::info_span;
 
+mod accept;
 mod api;
 mod auth;
 pub mod config;
@@ -148,8 +149,9 @@ struct Inner {
     stats: Stats,
     /// Cancelled when the server shuts down: every connection closes with 1001.
     closing: CancellationToken,
-    /// Every WebSocket connection task, so shutdown can wait for them (axum's graceful
-    /// shutdown does not wait for upgraded connections).
+    /// Every WebSocket connection task, and every HTTP connection task of [`serve`], so
+    /// shutdown can wait for them (a server's graceful shutdown does not wait for upgraded
+    /// connections).
     tasks: TaskTracker,
     /// The store, for listings, deletions, metadata and readiness.
     store: Arc<dyn Store>,
@@ -362,9 +364,6 @@ impl Builder {
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Accepting or serving connections failed.
-    #[error("serving failed: {0}")]
-    Io(#[from] std::io::Error),
     /// The store could not be flushed at shutdown.
     #[error("could not flush the store: {0}")]
     Store(#[from] StoreError),
@@ -565,6 +564,12 @@ fn cors(allowed_origins: &[String]) -> CorsLayer {
 
 /// Serves `tandem` on `listener` until `shutdown` is cancelled, then shuts it down gracefully:
 /// stop accepting, close every socket, store every document, flush.
+///
+/// HTTP/1.1 connections are capped ([`Config::max_http_connections`], per IP
+/// [`Config::max_http_connections_per_ip`]: more are answered 503 and closed at accept) and
+/// closed when their headers are late ([`Config::header_read_timeout`]) or when they idle
+/// between requests ([`Config::http_idle_timeout`]). Accept errors such as `EMFILE` pause the
+/// loop briefly instead of spinning.
 pub async fn serve(
     listener: TcpListener,
     tandem: Tandem,
@@ -583,22 +588,8 @@ pub async fn serve_app(
     app: Router,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    // Sync traffic is many small frames, each waiting on the last: Nagle's algorithm would add
-    // the peer's delayed-ack time (40 ms on Linux) to round trips.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let draining = tandem.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            // Event streams are responses axum waits for: end them now.
-            draining.begin_shutdown();
-        })
-        .await?;
+    accept::accept_loop(listener, &tandem, app, &shutdown).await;
+    // Event streams end and WebSockets close with 1001; connections finish what is in flight.
     tandem.shutdown().await?;
     Ok(())
 }

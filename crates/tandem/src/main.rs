@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tandem_core::auth::jwt::unix_now;
 use tandem_core::auth::{AllowAll, JwtAuthorizer, JwtClaims, JwtSigner};
 use tandem_core::config as doc_defaults;
@@ -22,6 +23,11 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 mod web;
+
+/// File descriptors kept for everything but client connections: the store's files, the
+/// listener, the runtime's own descriptors, webhook deliveries, the log, and sockets accepted
+/// only to be refused. The connection caps must fit in what the limit leaves.
+const FD_RESERVE: u64 = 256;
 
 /// A realtime collaboration server for Yjs documents.
 #[derive(Debug, Parser)]
@@ -163,6 +169,24 @@ struct ServeArgs {
     /// WebSocket connections open at once from one IP address (more: 503).
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = server_defaults::DEFAULT_MAX_CONNECTIONS_PER_IP)]
     max_connections_per_ip: usize,
+
+    /// Time a client has to send a request's headers, from the accept (first request) or from
+    /// its first byte (later ones); then the connection is closed.
+    #[arg(long, env = "TANDEM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+
+    /// Time a keep-alive HTTP connection may wait with no request in flight before it is
+    /// closed (event streams and WebSockets are never idle).
+    #[arg(long, env = "TANDEM_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    http_idle_timeout: Duration,
+
+    /// HTTP connections open at once, event streams included (more: 503 and closed at accept).
+    #[arg(long, env = "TANDEM_MAX_HTTP_CONNECTIONS", default_value_t = server_defaults::DEFAULT_MAX_HTTP_CONNECTIONS)]
+    max_http_connections: usize,
+
+    /// HTTP connections open at once from one IP address (more: 503 and closed at accept).
+    #[arg(long, env = "TANDEM_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = server_defaults::DEFAULT_MAX_HTTP_CONNECTIONS_PER_IP)]
+    max_http_connections_per_ip: usize,
 
     /// Largest HTTP request body, in bytes (larger: 413).
     #[arg(long, env = "TANDEM_MAX_BODY_BYTES", default_value_t = server_defaults::DEFAULT_MAX_BODY_BYTES)]
@@ -322,6 +346,35 @@ struct TokenArgs {
 }
 
 impl ServeArgs {
+    /// Refuses limits the process cannot honour: zero timeouts, and connection caps beyond the
+    /// file descriptor limit (raised to the hard limit first). Caps the user gave (`explicit`
+    /// says which, by argument id) must fit; caps left at their defaults shrink to fit.
+    fn check_limits(&mut self, explicit: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+        if self.header_read_timeout.is_zero() || self.http_idle_timeout.is_zero() {
+            bail!("--header-read-timeout and --http-idle-timeout must be longer than zero");
+        }
+        let Some(fd_limit) = raise_fd_limit() else {
+            return Ok(());
+        };
+        let mut caps = [
+            Cap {
+                flag: "max-connections",
+                value: self.max_connections,
+                explicit: explicit("max_connections"),
+            },
+            Cap {
+                flag: "max-http-connections",
+                value: self.max_http_connections,
+                explicit: explicit("max_http_connections"),
+            },
+        ];
+        fit_caps(&mut caps, fd_limit)?;
+        let [ws, http] = caps;
+        self.max_connections = ws.value;
+        self.max_http_connections = http.value;
+        Ok(())
+    }
+
     fn config(&self) -> Config {
         Config {
             max_frame_bytes: self.max_frame_bytes,
@@ -332,6 +385,10 @@ impl ServeArgs {
             max_awareness_bytes: self.max_awareness_bytes,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: self.header_read_timeout,
+            http_idle_timeout: self.http_idle_timeout,
+            max_http_connections: self.max_http_connections,
+            max_http_connections_per_ip: self.max_http_connections_per_ip,
             max_body_bytes: self.max_body_bytes,
             rate_limit: RateLimit {
                 messages_per_sec: self.max_messages_per_sec,
@@ -406,6 +463,99 @@ impl ServeArgs {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit, logs both, and returns the soft limit
+/// now in effect (`None`: unlimited, or a platform without one).
+#[cfg(unix)]
+fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    fn shown(limit: Option<u64>) -> String {
+        limit.map_or_else(|| "unlimited".to_owned(), |limit| limit.to_string())
+    }
+    let before = getrlimit(Resource::Nofile);
+    if before.current != before.maximum {
+        let raised = Rlimit {
+            current: before.maximum,
+            maximum: before.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            warn!(%error, soft = %shown(before.current), hard = %shown(before.maximum),
+                "could not raise the file descriptor limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    info!(
+        soft = %shown(now.current),
+        hard = %shown(now.maximum),
+        was = %shown(before.current),
+        "file descriptor limit"
+    );
+    now.current
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> Option<u64> {
+    None
+}
+
+/// A connection cap, by its flag, and whether the user gave it.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    flag: &'static str,
+    value: usize,
+    explicit: bool,
+}
+
+/// Fits the connection caps into `fd_limit` minus [`FD_RESERVE`]: caps the user gave must fit
+/// together (a clear error otherwise); caps left at their defaults shrink, in proportion, to
+/// what the others leave.
+fn fit_caps(caps: &mut [Cap], fd_limit: u64) -> anyhow::Result<()> {
+    let available = fd_limit.saturating_sub(FD_RESERVE);
+    let sum = |explicit: bool| {
+        caps.iter()
+            .filter(|cap| cap.explicit == explicit)
+            .fold(0u64, |sum, cap| sum.saturating_add(cap.value as u64))
+    };
+    let (given, defaults) = (sum(true), sum(false));
+    if given > available {
+        let flags = caps
+            .iter()
+            .filter(|cap| cap.explicit)
+            .map(|cap| format!("--{} {}", cap.flag, cap.value))
+            .collect::<Vec<_>>()
+            .join(" with ");
+        bail!(
+            "{flags} need {given} file descriptors, but the open-file limit (RLIMIT_NOFILE) is \
+             {fd_limit} and {FD_RESERVE} of them are kept for the store, the listener and the \
+             runtime: lower the cap to at most {available} or raise the hard limit \
+             (ulimit -Hn, LimitNOFILE= in systemd)"
+        );
+    }
+    let left = available - given;
+    if defaults <= left {
+        return Ok(());
+    }
+    for cap in caps.iter_mut().filter(|cap| !cap.explicit) {
+        // Below `defaults`, which is a sum of a few defaults: no overflow.
+        let fitted = (cap.value as u64 * left / defaults) as usize;
+        if fitted == 0 {
+            bail!(
+                "the open-file limit (RLIMIT_NOFILE) of {fd_limit} leaves no file descriptors \
+                 for --{}: give lower caps or raise the hard limit (ulimit -Hn)",
+                cap.flag
+            );
+        }
+        warn!(
+            flag = cap.flag,
+            default = cap.value,
+            fitted,
+            fd_limit,
+            "lowering a connection cap to fit the file descriptor limit"
+        );
+        cap.value = fitted;
+    }
+    Ok(())
+}
+
 /// Reads an HS256 secret file; one trailing newline (what `echo` and editors add) is not part of
 /// the secret.
 fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -452,10 +602,17 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(mut args) => {
             init_tracing(args.log_format);
+            let given = matches.subcommand_matches("serve");
+            args.check_limits(|id| {
+                given
+                    .and_then(|matches| matches.value_source(id))
+                    .is_some_and(|source| source != ValueSource::DefaultValue)
+            })?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(serve(*args))
         }
@@ -610,4 +767,65 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(ws: (usize, bool), http: (usize, bool)) -> [Cap; 2] {
+        [
+            Cap {
+                flag: "max-connections",
+                value: ws.0,
+                explicit: ws.1,
+            },
+            Cap {
+                flag: "max-http-connections",
+                value: http.0,
+                explicit: http.1,
+            },
+        ]
+    }
+
+    fn values(caps: &[Cap; 2]) -> [usize; 2] {
+        [caps[0].value, caps[1].value]
+    }
+
+    #[test]
+    fn caps_that_fit_are_kept() {
+        let mut fitting = caps((10_000, false), (4_096, true));
+        fit_caps(&mut fitting, 1_048_576).expect("fits");
+        assert_eq!(values(&fitting), [10_000, 4_096]);
+    }
+
+    #[test]
+    fn defaults_shrink_in_proportion_to_fit() {
+        let mut defaults = caps((3_000, false), (1_000, false));
+        fit_caps(&mut defaults, 1_024).expect("defaults fit after shrinking");
+        assert_eq!(values(&defaults), [576, 192]);
+
+        let mut one_given = caps((500, true), (1_000, false));
+        fit_caps(&mut one_given, 1_024).expect("the default takes what is left");
+        assert_eq!(values(&one_given), [500, 268]);
+    }
+
+    #[test]
+    fn given_caps_beyond_the_limit_are_refused() {
+        let mut over = caps((1_000, true), (100, false));
+        let error = fit_caps(&mut over, 1_024).expect_err("768 descriptors for 1000");
+        let message = error.to_string();
+        assert!(message.contains("--max-connections 1000"), "{message}");
+        assert!(message.contains("at most 768"), "{message}");
+
+        let mut both = caps((400, true), (400, true));
+        assert!(
+            fit_caps(&mut both, 1_024).is_err(),
+            "800 together do not fit"
+        );
+
+        let mut nothing_left = caps((768, true), (100, false));
+        let error = fit_caps(&mut nothing_left, 1_024).expect_err("nothing left for http");
+        assert!(error.to_string().contains("--max-http-connections"));
+    }
 }

@@ -19,12 +19,21 @@ pub struct Server {
     #[allow(dead_code)]
     // each test binary compiles this module; not all of them use WebSockets
     pub ws: String,
+    /// What the binary logged until it listened.
+    #[allow(dead_code)] // only the descriptor-limit tests read it
+    pub log: Vec<String>,
 }
 
 /// Starts `tandem serve` on `data_dir` with a random port and waits until it listens. Fails with
 /// what the binary printed if it exits or does not listen within [`START_DEADLINE`].
+#[allow(dead_code)] // the descriptor-limit tests start the binary through a shell instead
 pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    start_with(Command::new(env!("CARGO_BIN_EXE_tandem")), data_dir, extra)
+}
+
+/// Like [`start`], with `command` running the binary (a shell that sets limits and `exec`s it).
+pub fn start_with(mut command: Command, data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
         .arg("--data-dir")
         .arg(data_dir)
@@ -60,6 +69,7 @@ pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
                         child,
                         http: format!("http://{addr}"),
                         ws: format!("ws://{addr}"),
+                        log: output,
                     });
                 }
                 output.push(line);
@@ -111,6 +121,12 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The process id.
+    #[allow(dead_code)] // only the descriptor-limit tests look into /proc
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process with SIGKILL and waits for it.
