@@ -15,6 +15,7 @@ use serde_json::json;
 use tandem_core::{AuthError, DocError, DocName, Grant, Rights, StoreError, UpdateError};
 use tracing::warn;
 
+use crate::creation::{Creator, NotCreated};
 use crate::{auth, Tandem};
 
 /// How often an idle event stream sends a `ping` comment, so proxies keep it open.
@@ -69,6 +70,8 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// Seconds to send in `Retry-After`, for refusals that pass.
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -77,6 +80,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A 429 `rate_limited` refusal that passes after `wait`.
+    pub(crate) fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -202,6 +214,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -221,7 +238,35 @@ pub(crate) async fn authorize(
         .await
         .map_err(auth_error)?;
     require(&grant, needed)?;
+    // Writing (changes, events, presence) opens the document, which creates it if it is new.
+    let creates = [Rights::WRITE, Rights::EVENTS, Rights::PRESENCE]
+        .into_iter()
+        .any(|right| needed.contains(right));
+    if creates {
+        admit_document(tandem, parts, doc, &grant).await?;
+    }
     Ok(grant)
+}
+
+/// Counts the creation of `doc` against the caller's allowance, if the document is new.
+pub(crate) async fn admit_document(
+    tandem: &Tandem,
+    parts: &Parts,
+    doc: &DocName,
+    grant: &Grant,
+) -> Result<(), ApiError> {
+    let creator = Creator::of(grant.subject.as_deref(), remote_addr(parts).map(|a| a.ip()));
+    match tandem.admit_document(doc, &creator).await {
+        Ok(()) => Ok(()),
+        Err(NotCreated::RateLimited(wait)) => {
+            tandem.inner.metrics.refused("rate_limited");
+            Err(ApiError::rate_limited(
+                "too many new documents; slow down",
+                wait,
+            ))
+        }
+        Err(NotCreated::Store(error)) => Err(ApiError::store(&error)),
+    }
 }
 
 /// Authorizes a request for every document whose name starts with `prefix`, requiring `needed`.

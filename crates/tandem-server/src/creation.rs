@@ -13,9 +13,11 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::response::{IntoResponse, Response};
 use tandem_core::{DocName, StoreError};
 use tokio::time::Instant;
 
+use crate::api::ApiError;
 use crate::Tandem;
 
 /// Who creates a document, for [`CreationLimiter`].
@@ -47,6 +49,27 @@ pub(crate) enum NotCreated {
     RateLimited(Duration),
     /// The store could not tell whether the document exists.
     Store(StoreError),
+}
+
+impl IntoResponse for NotCreated {
+    fn into_response(self) -> Response {
+        match self {
+            Self::RateLimited(wait) => {
+                ApiError::rate_limited("too many new documents; slow down", wait).into_response()
+            }
+            Self::Store(error) => ApiError::store(&error).into_response(),
+        }
+    }
+}
+
+impl NotCreated {
+    /// Why, for a Hocuspocus session's `PermissionDenied`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::RateLimited(_) => "too many new documents; slow down",
+            Self::Store(_) => "document unavailable",
+        }
+    }
 }
 
 /// Buckets older than this without use are forgotten (a full bucket is no different from none).

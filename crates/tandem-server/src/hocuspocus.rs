@@ -46,6 +46,7 @@ use tandem_core::{
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::creation::Creator;
 use crate::hooks::{ConnectionInfo, HookEvent};
 use crate::limits::{ConnectionPermit, ConnectionRate, CountRate};
 use crate::peers::{PeerKind, PeerRegistration};
@@ -346,6 +347,19 @@ impl<'a> Multiplexed<'a> {
                 .await;
             }
         };
+        let creator = Creator::of(
+            grant.subject.as_deref(),
+            self.credentials.remote_addr.map(|addr| addr.ip()),
+        );
+        if let Err(refusal) = self.tandem.admit_document(&name, &creator).await {
+            self.pending.drop_address(&address);
+            return send(
+                socket,
+                Message::Binary(hp::encode_permission_denied(&address, refusal.reason())),
+                limit,
+            )
+            .await;
+        }
         let info = ConnectionInfo {
             doc: name.clone(),
             peer: PeerId::next(),

@@ -67,7 +67,9 @@ use tracing::{debug, info_span, warn, Instrument};
 use yrs::updates::encoder::Encode;
 use yrs::StateVector;
 
-use crate::api::{authorize, checked_name, query_value, query_values, remote_addr, ApiError};
+use crate::api::{
+    admit_document, authorize, checked_name, query_value, query_values, remote_addr, ApiError,
+};
 use crate::metrics::{Direction, MessageType};
 use crate::peers::PeerKind;
 use crate::rest::{parse_state_vector, respond};
@@ -187,7 +189,10 @@ async fn open(
     };
     let mut grants = Vec::with_capacity(names.len());
     for name in &names {
-        grants.push(authorize(tandem, parts, name, Rights::READ).await?);
+        let grant = authorize(tandem, parts, name, Rights::READ).await?;
+        // A stream joins its documents, which creates those that are new.
+        admit_document(tandem, parts, name, &grant).await?;
+        grants.push(grant);
     }
     let cursors = resumed_cursors(parts, names.len())
         .or_else(|| given.map(|sv| vec![Cursor { sv, seq: None }]))

@@ -51,6 +51,7 @@ use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::Config;
+use crate::creation::Creator;
 use crate::hooks::{ConnectionInfo, HookEvent};
 use crate::limits::{ConnectionPermit, ConnectionRate, CountRate, Refusal};
 use crate::metrics::{Direction, MessageType};
@@ -148,6 +149,10 @@ pub(crate) async fn upgrade(State(tandem): State<Tandem>, request: Request) -> R
             return auth::refusal(&error);
         }
     };
+    let creator = Creator::of(grant.subject.as_deref(), remote.map(|addr| addr.ip()));
+    if let Err(refusal) = tandem.admit_document(&name, &creator).await {
+        return refusal.into_response();
+    }
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &tandem).await {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
