@@ -63,6 +63,8 @@
 //! - [`peer`]: a peer's bounded outbound queue and the eviction of peers that fall behind.
 //! - [`protocol`]: decoding and encoding y-websocket frames (sync, awareness, auth).
 //! - [`preflight`]: the walk over an update's bytes that refuses what yrs would choke on.
+//! - `integrity`: an update's clock ranges against a document's: clock gaps, and whether the
+//!   document already has everything an update carries.
 //! - [`awareness`]: presence states with the y-protocols rules.
 //! - [`auth`]: the [`Authorizer`] trait, [`Rights`], and JWT verification and minting.
 //! - [`store`]: the [`Store`] trait (snapshot + update log per document) and [`SledStore`].
@@ -78,6 +80,7 @@ pub mod config;
 pub mod document;
 pub mod events;
 pub mod hocuspocus;
+mod integrity;
 pub mod lib0;
 pub mod metrics;
 pub mod name;
