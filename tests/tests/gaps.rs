@@ -70,7 +70,10 @@ struct Reads {
 async fn reads(server: &TestServer, doc: &str) -> anyhow::Result<Reads> {
     let base = format!("http://{}/docs/{doc}", server.addr);
     let json: Value = reqwest::get(format!("{base}/json")).await?.json().await?;
-    let update = reqwest::get(format!("{base}/update")).await?.bytes().await?;
+    let update = reqwest::get(format!("{base}/update"))
+        .await?
+        .bytes()
+        .await?;
     let replica = Doc::new();
     replica
         .transact_mut()
@@ -243,8 +246,7 @@ async fn next_hocuspocus_sync(socket: &mut Socket, kind: u64) -> anyhow::Result<
 }
 
 #[tokio::test]
-async fn a_hocuspocus_update_with_a_clock_gap_is_answered_with_sync_step_1() -> anyhow::Result<()>
-{
+async fn a_hocuspocus_update_with_a_clock_gap_is_answered_with_sync_step_1() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = TestServer::start(dir.path(), Config::default()).await?;
     let (mut socket, _) = within(

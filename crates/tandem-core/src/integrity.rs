@@ -69,7 +69,10 @@ impl Claims {
         let mut steps = 0;
         for (client, ranges) in &self.inserts {
             steps += 1;
-            if ranges.last().is_some_and(|last| last.end > state.get(client)) {
+            if ranges
+                .last()
+                .is_some_and(|last| last.end > state.get(client))
+            {
                 return lacking(steps);
             }
         }
@@ -314,7 +317,10 @@ mod tests {
             assert_eq!(found.covered, expected, "{claims:?} against {deleted:?}");
             covered += usize::from(expected);
         }
-        assert!(covered > 100, "the cases cover both answers: {covered} covered");
+        assert!(
+            covered > 100,
+            "the cases cover both answers: {covered} covered"
+        );
     }
 
     #[test]
@@ -388,7 +394,9 @@ mod tests {
             let doc = Doc::with_client_id(5);
             let map = doc.get_or_insert_map("m");
             map.insert(&mut doc.transact_mut(), "k0", 0);
-            let update = doc.transact().encode_state_as_update_v1(&StateVector::default());
+            let update = doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
             Update::decode_v1(&update).expect("decodes")
         };
         // k0 and k10..k19 together: the first range fits, the second starts past it.
