@@ -27,11 +27,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use yrs::{Doc, ReadTxn, StateVector, Transact, Transaction, TransactionMut, Update, WriteTxn};
+use yrs::{Doc, IdSet, ReadTxn, StateVector, Transact, Transaction, TransactionMut, WriteTxn};
 
 use crate::awareness::{AwarenessTable, ClientState, PresenceLimits};
 use crate::config::DocConfig;
 use crate::events::{DocEvent, EventSink, Origin};
+use crate::integrity::{self, Claims};
 use crate::name::DocName;
 use crate::nesting::{NestingIndex, TooDeep, MAX_TYPE_NESTING};
 use crate::peer::{Answer, Delivery, Eviction, PeerId, PeerOutbox};
@@ -99,8 +100,10 @@ pub enum UpdateError {
         limit: u16,
     },
     /// The update depends on changes the document does not have (an update from before was
-    /// lost or is still on its way). What could be integrated was; the sender should send
-    /// what the document lacks, computed from its state vector.
+    /// lost or is still on its way). An update with a clock gap (structs of a client starting
+    /// past the document's clock of that client) was refused whole; of one whose structs or
+    /// deletions refer to missing structs, what could be integrated was. The sender should
+    /// send what the document lacks, computed from its state vector.
     #[error("the update depends on changes the document lacks")]
     Incomplete,
     /// The document is unavailable.
@@ -169,7 +172,7 @@ pub(crate) enum Command {
     },
     /// Answers whether the document already contains everything an update carries.
     Covers {
-        update: ReceivedUpdate,
+        claims: Claims,
         respond_to: oneshot::Sender<bool>,
     },
     /// Sends a custom event from server code; answers with its sequence number.
@@ -294,18 +297,21 @@ impl DocHandle {
         }
     }
 
-    /// Sends a custom event from server code to every opted-in peer; returns its sequence number.
     /// Whether the document already contains every struct and every deletion of `update`, so
-    /// that applying it would change nothing.
+    /// that applying it would change nothing. The update's ranges are sorted and merged here, in
+    /// the caller's task; the document compares ranges, never clocks, and answers `false`
+    /// without a look for more than `integrity::MAX_CLAIMED_DELETIONS` deleted ranges.
     pub async fn covers(&self, update: ReceivedUpdate) -> Result<bool, DocError> {
+        let claims = Claims::of(&update.update);
         let (respond_to, response) = oneshot::channel();
         self.tx
-            .send(Command::Covers { update, respond_to })
+            .send(Command::Covers { claims, respond_to })
             .await
             .map_err(|_| DocError::Unloaded)?;
         response.await.map_err(|_| DocError::Unloaded)
     }
 
+    /// Sends a custom event from server code to every opted-in peer; returns its sequence number.
     pub(crate) async fn emit(&self, kind: String, data: String) -> Result<u64, DocError> {
         self.request_emit("server".to_owned(), kind, data).await
     }
@@ -435,6 +441,7 @@ pub(crate) fn spawn_parts(
         idle_since: Some(Instant::now()),
         deleting: None,
         broken: false,
+        deleted: None,
     };
     (handle, actor, rx)
 }
@@ -508,6 +515,9 @@ pub(crate) struct DocActor {
     /// yrs panicked while changing the document, which may be half-changed now: the run loop
     /// stops the document after the batch, and the next use reloads it from the store.
     broken: bool,
+    /// The document's delete set as of a sequence number (every change takes a new one), kept
+    /// for `covers`: building it walks every block of the document.
+    deleted: Option<(u64, IdSet)>,
 }
 
 impl DocActor {
@@ -688,8 +698,8 @@ impl DocActor {
                     let _ = respond_to.send(result);
                 }
             }
-            Command::Covers { update, respond_to } => {
-                let _ = respond_to.send(self.covers(&update.update));
+            Command::Covers { claims, respond_to } => {
+                let _ = respond_to.send(self.covers(&claims));
             }
             Command::Emit {
                 from,
@@ -764,23 +774,25 @@ impl DocActor {
         }
     }
 
-    /// Whether the document already has every struct and deletion of `update`.
-    fn covers(&self, update: &Update) -> bool {
+    /// Whether the document already has every struct and deletion claimed. The document's
+    /// delete set is built once per change of the document (it takes a walk over every
+    /// block), not once per question.
+    fn covers(&mut self, claims: &Claims) -> bool {
         let txn = self.doc.transact();
-        if update.extends(&txn.state_vector()) {
-            return false;
-        }
-        if update.delete_set().is_empty() {
-            return true;
-        }
-        let deleted = txn.snapshot().delete_set;
-        update.delete_set().iter().all(|(client, ranges)| {
-            ranges.iter().all(|range| {
-                range
-                    .clone()
-                    .all(|clock| deleted.contains(&yrs::ID::new(*client, clock)))
-            })
-        })
+        let state = txn.state_vector();
+        let deleted = match self.deleted.take() {
+            Some((seq, deleted)) if seq == self.last_seq => deleted,
+            _ => txn.snapshot().delete_set,
+        };
+        drop(txn);
+        let coverage = claims.covered_by(&state, &deleted);
+        debug!(
+            covered = coverage.covered,
+            steps = coverage.steps,
+            "compared an update with the document"
+        );
+        self.deleted = Some((self.last_seq, deleted));
+        coverage.covered
     }
 
     fn join(
@@ -913,8 +925,10 @@ impl DocActor {
 
     /// Applies an update and, if it changed anything, logs and broadcasts exactly the change.
     ///
-    /// An update that could push the document past its size limit is refused before it touches
-    /// the document.
+    /// An update that could push the document past its size limit, or whose structs of some
+    /// client start past what the document has of that client (a clock gap, which Yjs would
+    /// keep pending and yrs would integrate behind a hole), is refused before it touches the
+    /// document.
     fn apply(&mut self, origin: Origin, received: ReceivedUpdate) -> Result<(), UpdateError> {
         if received.is_empty() {
             return Ok(());
@@ -936,6 +950,18 @@ impl DocActor {
                 depth,
                 limit: MAX_TYPE_NESTING,
             });
+        }
+        if let Some(gap) =
+            integrity::first_gap(&received.update, &self.doc.transact().state_vector())
+        {
+            debug!(
+                %origin,
+                client = gap.client,
+                reached = gap.reached,
+                starts = gap.starts,
+                "refusing update with a clock gap"
+            );
+            return Err(UpdateError::Incomplete);
         }
         let started = std::time::Instant::now();
         let applied = catch_unwind(AssertUnwindSafe(|| {

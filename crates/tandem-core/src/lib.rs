@@ -64,6 +64,8 @@
 //! - [`protocol`]: decoding and encoding y-websocket frames (sync, awareness, auth).
 //! - [`nesting`]: how deeply shared types nest; deeper than the limit is refused.
 //! - [`preflight`]: the walk over an update's bytes that refuses what yrs would choke on.
+//! - `integrity`: an update's clock ranges against a document's: clock gaps, and whether the
+//!   document already has everything an update carries.
 //! - [`awareness`]: presence states with the y-protocols rules.
 //! - [`auth`]: the [`Authorizer`] trait, [`Rights`], and JWT verification and minting.
 //! - [`store`]: the [`Store`] trait (snapshot + update log per document) and [`SledStore`].
@@ -79,6 +81,7 @@ pub mod config;
 pub mod document;
 pub mod events;
 pub mod hocuspocus;
+mod integrity;
 pub mod lib0;
 pub mod metrics;
 pub mod name;
