@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use yrs::{Doc, IdSet, ReadTxn, StateVector, Transact, Transaction, TransactionMut, WriteTxn};
+use yrs::{
+    Doc, IdSet, ReadTxn, StateVector, Transact, Transaction, TransactionMut, Update, WriteTxn,
+};
 
 use crate::awareness::{AwarenessTable, ClientState, PresenceLimits};
 use crate::config::DocConfig;
