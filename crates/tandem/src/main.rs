@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use tandem_core::auth::jwt::unix_now;
+use tandem_core::auth::jwt::{unix_now, MAX_EXP_SECS};
 use tandem_core::auth::{AllowAll, JwtAuthorizer, JwtClaims, JwtSigner};
 use tandem_core::config as doc_defaults;
 use tandem_core::store::check_document;
@@ -408,9 +408,16 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         bail!("the rights {:?} grant nothing", args.rights);
     }
     let now = unix_now();
+    let exp = now.saturating_add(args.ttl.as_secs().max(1));
+    if exp > MAX_EXP_SECS {
+        bail!(
+            "--ttl {:?} ends after the year 9999, which servers refuse",
+            args.ttl
+        );
+    }
     let claims = JwtClaims {
         sub: args.sub,
-        exp: now + args.ttl.as_secs().max(1),
+        exp,
         nbf: None,
         iat: Some(now),
         aud: args.aud,

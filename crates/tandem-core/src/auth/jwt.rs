@@ -29,6 +29,13 @@ use crate::name::DocName;
 /// The shortest HS256 secret accepted: 256 bits, the size of the hash (RFC 7518 §3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The latest expiry a token may name: 9999-12-31T23:59:59Z, in seconds since the Unix epoch.
+///
+/// A grant's expiry becomes a `SystemTime` and then a connection's `Instant` deadline; an `exp`
+/// near 2^63 seconds overflowed that arithmetic and panicked the request handler. No real token
+/// needs a later expiry, so a later one is refused (401) before anything computes with it.
+pub const MAX_EXP_SECS: u64 = 253_402_300_799;
+
 /// The claims of a Tandem token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwtClaims {
@@ -147,9 +154,15 @@ impl JwtAuthorizer {
     /// Checks a token's signature and time limits and returns who it names and what it grants
     /// per pattern.
     fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
-        jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
+        let claims = jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|error| AuthError::Unauthenticated(describe(error.kind()).to_owned()))
+            .map_err(|error| AuthError::Unauthenticated(describe(error.kind()).to_owned()))?;
+        if claims.exp > MAX_EXP_SECS {
+            return Err(AuthError::Unauthenticated(
+                "token expiry out of range".to_owned(),
+            ));
+        }
+        Ok(claims)
     }
 }
 
@@ -341,6 +354,32 @@ mod tests {
         assert_eq!(
             authorize(&authorizer, &forged, "a").await,
             Err(AuthError::Unauthenticated("bad token signature".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn absurd_expiries_are_refused_not_overflowed() {
+        let signer = JwtSigner::hs256(SECRET).expect("secret");
+        let authorizer = JwtAuthorizer::hs256(SECRET).expect("secret");
+        for exp in [MAX_EXP_SECS + 1, 9_300_000_000_000_000_000, u64::MAX] {
+            let token = signer
+                .sign(&claims(&[("*", &["read"])], exp))
+                .expect("sign");
+            assert_eq!(
+                authorize(&authorizer, &token, "a").await,
+                Err(AuthError::Unauthenticated(
+                    "token expiry out of range".into()
+                )),
+                "exp {exp}"
+            );
+        }
+        let token = signer
+            .sign(&claims(&[("*", &["read"])], MAX_EXP_SECS))
+            .expect("sign");
+        let grant = authorize(&authorizer, &token, "a").await.expect("grant");
+        assert_eq!(
+            grant.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(MAX_EXP_SECS))
         );
     }
 
