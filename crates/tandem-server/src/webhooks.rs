@@ -37,7 +37,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::api::timestamp;
+use crate::api::{timestamp, with_name};
 use crate::metrics::{DeliveryResult, Metrics};
 use crate::peers::PeerEntry;
 
@@ -319,9 +319,9 @@ impl Dispatcher {
                 }
                 let body = json!({
                     "type": "document.changed",
-                    "doc": doc.to_string(),
                     "changedAt": timestamp(SystemTime::now()),
                 });
+                let body = with_name(body, "doc", &doc);
                 let deliveries = self.records(body).await;
                 self.bursts.insert(
                     doc,
@@ -346,12 +346,12 @@ impl Dispatcher {
     async fn peer_event(&mut self, kind: &str, peer: PeerId, entry: PeerEntry, now: Instant) {
         let body = json!({
             "type": kind,
-            "doc": entry.doc.to_string(),
             "peer": peer.0,
             "sub": entry.subject,
             "transport": entry.kind.as_str(),
             "at": timestamp(SystemTime::now()),
         });
+        let body = with_name(body, "doc", &entry.doc);
         for (id, record) in self.records(body).await {
             self.due.insert((now, id), record);
         }

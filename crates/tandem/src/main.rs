@@ -218,6 +218,25 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_STATUS_TOP", default_value_t = tandem_server::DEFAULT_STATUS_TOP)]
     status_top: usize,
 
+    /// HTTP presence client ids one caller (token `sub`, else IP address) may hold at once,
+    /// over all documents (a new one past it: 429 `caller_presence_limit`).
+    #[arg(long, env = "TANDEM_MAX_HTTP_PRESENCE_PER_CALLER", default_value_t = tandem_server::DEFAULT_MAX_HTTP_PRESENCE_PER_CALLER)]
+    max_http_presence_per_caller: usize,
+
+    /// HTTP presence client ids one document may have at once (a new one past it: 429
+    /// `document_presence_limit`).
+    #[arg(long, env = "TANDEM_MAX_HTTP_PRESENCE_PER_DOC", default_value_t = tandem_server::DEFAULT_MAX_HTTP_PRESENCE_PER_DOC)]
+    max_http_presence_per_doc: usize,
+
+    /// Presence posts one caller may send per second, sustained; 0 turns the limit off (over
+    /// it: 429 `rate_limited` with `Retry-After`).
+    #[arg(long, env = "TANDEM_HTTP_PRESENCE_PER_SEC", default_value_t = tandem_server::DEFAULT_HTTP_PRESENCE_PER_SEC)]
+    http_presence_per_sec: u32,
+
+    /// Presence posts one caller may send in a burst above the sustained rate.
+    #[arg(long, env = "TANDEM_HTTP_PRESENCE_BURST", default_value_t = tandem_server::DEFAULT_HTTP_PRESENCE_BURST)]
+    http_presence_burst: u32,
+
     /// A URL that receives webhooks (repeat, or separate with commas).
     #[arg(
         long = "webhook-url",
@@ -339,6 +358,10 @@ impl ServeArgs {
             sse_json_interval: self.sse_json_interval,
             max_stream_docs: self.max_stream_docs,
             status_top: self.status_top,
+            max_http_presence_per_caller: self.max_http_presence_per_caller,
+            max_http_presence_per_doc: self.max_http_presence_per_doc,
+            http_presence_per_sec: self.http_presence_per_sec,
+            http_presence_burst: self.http_presence_burst,
         }
     }
 
