@@ -24,7 +24,7 @@
 # YSWEET [install: cargo install y-sweet; skip: report it as skipped].
 #
 # Loopback only; every wait is bounded and every workload has a time limit. Needs 2 CPUs,
-# taskset, jq, node and npm, python3, and the editing traces in ../shared/data/editing-traces.
+# taskset, jq, node and npm, python3; the editing trace is the one in data/editing-traces.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

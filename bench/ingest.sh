@@ -14,8 +14,8 @@
 #      cold-load once more: the document must come back exactly.
 # Results: a table per run on stdout, JSON and server logs in OUT_DIR.
 #
-# Loopback only; every wait is bounded. Needs 2 CPUs, taskset and the editing traces in
-# ../shared/data/editing-traces (or TANDEM_SHARED_DIR).
+# Loopback only; every wait is bounded. Needs 2 CPUs and taskset; the editing trace is the one
+# checked in at data/editing-traces (TANDEM_BENCH_TRACE picks another).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -46,14 +46,13 @@ fn unlimited() -> Config {
     }
 }
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TANDEM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+/// The editing traces checked into the repository (`data/editing-traces`, CC BY 4.0).
+fn traces_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/editing-traces")
 }
 
 fn load_trace(name: &str) -> anyhow::Result<Trace> {
-    let path = shared_dir().join("data/editing-traces").join(name);
+    let path = traces_dir().join(name);
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let mut json = String::new();
     flate2::read::GzDecoder::new(file).read_to_string(&mut json)?;

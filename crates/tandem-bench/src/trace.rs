@@ -1,4 +1,4 @@
-//! Real editing histories (Joseph Gentle's editing traces, `../shared/data/editing-traces`) and
+//! Real editing histories (Joseph Gentle's editing traces, checked in at `data/editing-traces`) and
 //! the y-websocket updates a typing client would send for them.
 //!
 //! The updates are generated before any connection opens: typing into yrs costs the generator
@@ -49,13 +49,11 @@ impl Trace {
     }
 }
 
-/// Where the automerge-paper trace lives in a checkout: `shared/` beside the workspace (the
-/// layout the tests use), unless `TANDEM_SHARED_DIR` says otherwise.
+/// Where the automerge-paper trace lives in a checkout: `data/editing-traces` at the top of
+/// the workspace (the file the tests replay too); `--trace` or `TANDEM_BENCH_TRACE` pick another.
 pub fn default_trace_path() -> PathBuf {
-    std::env::var_os("TANDEM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/editing-traces/automerge-paper.json.gz")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/editing-traces/automerge-paper.json.gz")
 }
 
 /// The frames a client typing the trace sends, one update per transaction, and what the

@@ -2,11 +2,11 @@
 //! `code`, authorization of a request for a document and a right, and document names taken
 //! from paths and queries.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::ConnectInfo;
-use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +38,23 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// Documents `GET /status` shows with their peer counts (the busiest).
 pub const DEFAULT_STATUS_TOP: usize = 10;
 
+/// HTTP presence client ids (`POST /docs/{doc}/presence`) one caller may hold at once, over all
+/// documents; a new one past it: 429 `caller_presence_limit`. Each is a peer of its document,
+/// outside every connection cap; a script or a server-side bot publishes one or two.
+pub const DEFAULT_MAX_HTTP_PRESENCE_PER_CALLER: usize = 8;
+
+/// HTTP presence client ids one document may have at once, from all callers together; a new
+/// one past it: 429 `document_presence_limit`. Every one is a peer the document's every change
+/// is sent to, so they cost the document as much as WebSocket clients do.
+pub const DEFAULT_MAX_HTTP_PRESENCE_PER_DOC: usize = 64;
+
+/// Presence posts one caller may send per second, sustained, over all documents; more: 429
+/// `rate_limited` with `Retry-After`. A client moving a cursor over HTTP posts a few a second.
+pub const DEFAULT_HTTP_PRESENCE_PER_SEC: u32 = 10;
+
+/// Presence posts one caller may send in a burst above the sustained rate.
+pub const DEFAULT_HTTP_PRESENCE_BURST: u32 = 20;
+
 /// Tunables of the HTTP API (REST, event streams, status), each with the default the binary
 /// uses.
 #[derive(Debug, Clone)]
@@ -50,6 +67,14 @@ pub struct ApiConfig {
     pub max_stream_docs: usize,
     /// See [`DEFAULT_STATUS_TOP`].
     pub status_top: usize,
+    /// See [`DEFAULT_MAX_HTTP_PRESENCE_PER_CALLER`].
+    pub max_http_presence_per_caller: usize,
+    /// See [`DEFAULT_MAX_HTTP_PRESENCE_PER_DOC`].
+    pub max_http_presence_per_doc: usize,
+    /// See [`DEFAULT_HTTP_PRESENCE_PER_SEC`]; 0 turns the limit off.
+    pub http_presence_per_sec: u32,
+    /// See [`DEFAULT_HTTP_PRESENCE_BURST`].
+    pub http_presence_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +84,10 @@ impl Default for ApiConfig {
             sse_json_interval: DEFAULT_SSE_JSON_INTERVAL,
             max_stream_docs: DEFAULT_MAX_STREAM_DOCS,
             status_top: DEFAULT_STATUS_TOP,
+            max_http_presence_per_caller: DEFAULT_MAX_HTTP_PRESENCE_PER_CALLER,
+            max_http_presence_per_doc: DEFAULT_MAX_HTTP_PRESENCE_PER_DOC,
+            http_presence_per_sec: DEFAULT_HTTP_PRESENCE_PER_SEC,
+            http_presence_burst: DEFAULT_HTTP_PRESENCE_BURST,
         }
     }
 }
@@ -90,6 +119,12 @@ impl ApiError {
             retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
+    }
+
+    /// The same error, telling the client to retry after `seconds`.
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -217,7 +252,7 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -295,6 +330,28 @@ fn credentials(tandem: &Tandem, parts: &Parts) -> tandem_core::Credentials {
     )
 }
 
+/// Who is calling, for what an HTTP caller owns and the limits it has: the grant's subject (a
+/// token's `sub`), else the remote IP address (anonymous callers, tokens without `sub`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Caller {
+    /// A token's `sub`.
+    Subject(String),
+    /// No subject: the address the request came from.
+    Address(IpAddr),
+    /// No subject and no known address (a router served without `ConnectInfo`).
+    Unknown,
+}
+
+impl Caller {
+    pub(crate) fn of(grant: &Grant, parts: &Parts) -> Self {
+        match (&grant.subject, remote_addr(parts)) {
+            (Some(subject), _) => Caller::Subject(subject.clone()),
+            (None, Some(addr)) => Caller::Address(addr.ip()),
+            (None, None) => Caller::Unknown,
+        }
+    }
+}
+
 pub(crate) fn remote_addr(parts: &Parts) -> Option<SocketAddr> {
     parts
         .extensions
@@ -328,6 +385,25 @@ fn auth_error(error: AuthError) -> ApiError {
         }
         AuthError::Forbidden(reason) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason),
     }
+}
+
+/// `object` with a document name under `key` as [`DocName::text`] shows it, and
+/// `"{key}Encoding": "percent"` beside it when the name is not UTF-8 and so is shown
+/// percent-encoded. Every JSON body that names a document goes through this, so a listed name
+/// always leads back to its document.
+pub(crate) fn with_name(
+    mut object: serde_json::Value,
+    key: &str,
+    name: &DocName,
+) -> serde_json::Value {
+    let text = name.text();
+    if let Some(fields) = object.as_object_mut() {
+        if let Some(encoding) = text.encoding() {
+            fields.insert(format!("{key}Encoding"), encoding.into());
+        }
+        fields.insert(key.to_owned(), text.as_str().into());
+    }
+    object
 }
 
 /// A document name from percent-encoded bytes, checked against the length limit.

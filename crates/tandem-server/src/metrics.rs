@@ -17,7 +17,7 @@ use axum::Json;
 use serde_json::json;
 use tandem_core::metrics::{HistogramSnapshot, STORE_FLUSH, UPDATE_APPLY};
 
-use crate::api::ApiError;
+use crate::api::{with_name, ApiError};
 use crate::peers::PeerKind;
 use crate::Tandem;
 
@@ -299,7 +299,7 @@ pub(crate) async fn status(State(tandem): State<Tandem>) -> Result<Response, Api
         .peers
         .busiest(inner.api.status_top)
         .into_iter()
-        .map(|(doc, peers)| json!({ "name": doc.to_string(), "peers": peers }))
+        .map(|(doc, peers)| with_name(json!({ "peers": peers }), "name", &doc))
         .collect();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -112,7 +112,7 @@ const OPERATIONS: &[Operation] = &[
         method: Method::GET,
         path: "/status",
         id: "status",
-        summary: "Version, uptime, connections, loaded documents, busiest documents, store size",
+        summary: "Version, uptime, connections, loaded documents, busiest documents (`{name, nameEncoding?, peers}`), store size",
         right: None,
         query: &[],
         request: Content::None,
@@ -151,7 +151,7 @@ const OPERATIONS: &[Operation] = &[
         ],
         request: Content::None,
         responses: &[
-            (200, "`{documents: [{name, size, lastChange, loaded, peers}], nextCursor}`", Content::Json),
+            (200, "`{documents: [{name, nameEncoding?, size, lastChange, loaded, peers}], nextCursor}`; a name that is not UTF-8 is percent-encoded and marked `nameEncoding: \"percent\"` (use it in a path as it is)", Content::Json),
             (400, "bad limit or cursor", Content::Json),
             (401, "no token, or a bad one", Content::Json),
             (403, "the token is not admin over the prefix", Content::Json),
@@ -166,7 +166,7 @@ const OPERATIONS: &[Operation] = &[
         query: &[],
         request: Content::None,
         responses: &[
-            (200, "`{name, size, peers, loaded, lastChange}`", Content::Json),
+            (200, "`{name, nameEncoding?, size, peers, loaded, lastChange}` (`nameEncoding` as in the listing)", Content::Json),
             (404, "no such document (`not_found`)", Content::Json),
         ],
     },
@@ -262,7 +262,9 @@ const OPERATIONS: &[Operation] = &[
         responses: &[
             (200, "`{clientId, clock, ttlMs}`", Content::Json),
             (400, "not `{clientId, state}` (`invalid_json`, `invalid_client_id`)", Content::Json),
+            (403, "the token does not cover this (`forbidden`), or the client id's presence was created by another caller (`sub`, else IP address; `presence_not_owned`)", Content::Json),
             (413, "state over the awareness limit (`awareness_too_large`)", Content::Json),
+            (429, "the caller's or the document's cap of HTTP presence client ids (`caller_presence_limit`, `document_presence_limit`, Retry-After), or the caller's post rate (`rate_limited`, Retry-After)", Content::Json),
         ],
     },
     Operation {
@@ -367,7 +369,8 @@ pub fn openapi() -> Value {
         } else {
             &[]
         };
-        for (status, description, body) in operation.responses.iter().chain(errors) {
+        // An operation's own description of a status replaces the shared one.
+        for (status, description, body) in errors.iter().chain(operation.responses) {
             let mut response = json!({ "description": description });
             if let Some(body) = content(*body) {
                 response["content"] = body;
@@ -396,7 +399,10 @@ pub fn openapi() -> Value {
             "title": "Tandem",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Realtime collaboration server for Yjs documents. Errors are JSON \
-                            objects {code, message} with a stable code.",
+                            objects {code, message} with a stable code. A document name shown \
+                            in a body is the name itself when it is UTF-8, else its bytes \
+                            percent-encoded with `nameEncoding` (or `docEncoding`) set to \
+                            \"percent\" beside it.",
         },
         "components": {
             "securitySchemes": {

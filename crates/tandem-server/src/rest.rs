@@ -38,8 +38,8 @@ use yrs::updates::encoder::Encode;
 use yrs::StateVector;
 
 use crate::api::{
-    authorize, authorize_prefix, doc_name, query_value, remote_addr, timestamp, ApiError,
-    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+    authorize, authorize_prefix, doc_name, query_value, remote_addr, timestamp, with_name,
+    ApiError, Caller, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use crate::limits::CountRate;
 use crate::metrics::{Direction, MessageType};
@@ -196,14 +196,13 @@ async fn info(tandem: &Tandem, parts: &Parts, name: DocName) -> Result<Response,
     } else {
         stored.as_ref().map_or(0, |info| info.size)
     };
-    Ok(Json(json!({
-        "name": name.to_string(),
+    let info = json!({
         "size": size,
         "peers": tandem.inner.peers.peers_of(&name),
         "loaded": loaded,
         "lastChange": stored.map(|info| timestamp(info.last_change)),
-    }))
-    .into_response())
+    });
+    Ok(Json(with_name(info, "name", &name)).into_response())
 }
 
 /// `GET /docs/{doc}/update[?sv=]`: the document, or what a state vector lacks, as one update.
@@ -299,6 +298,11 @@ struct PresenceBody {
 
 /// `POST /docs/{doc}/presence`: publishes a client's awareness state for [`OUTDATED_TIMEOUT`];
 /// posting again renews it, posting `null` removes it.
+///
+/// A client id's state belongs to the caller that created it ([`Caller`]: the token's `sub`,
+/// else the address): another caller changing or removing it gets 403 `presence_not_owned`.
+/// Each caller has a post rate and a number of client ids, each document a number of client
+/// ids ([`ApiConfig`](crate::ApiConfig)); past them: 429.
 async fn post_presence(
     tandem: &Tandem,
     parts: Parts,
@@ -306,6 +310,15 @@ async fn post_presence(
     name: DocName,
 ) -> Result<Response, ApiError> {
     let grant = authorize(tandem, &parts, &name, Rights::PRESENCE).await?;
+    let caller = Caller::of(&grant, &parts);
+    if !tandem.inner.http_presence.admit_post(tandem, &caller) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many presence posts; slow down",
+        )
+        .retry_after(1));
+    }
     let body = body_bytes(tandem, parts, body).await?;
     tandem
         .inner
@@ -338,7 +351,7 @@ async fn post_presence(
     let clock = tandem
         .inner
         .http_presence
-        .publish(tandem, name, post.client_id, state, grant.subject)
+        .publish(tandem, name, post.client_id, state, grant.subject, caller)
         .await?;
     Ok(Json(json!({
         "clientId": post.client_id,
@@ -499,13 +512,13 @@ async fn list_page(tandem: &Tandem, parts: &Parts) -> Result<Response, ApiError>
     let documents: Vec<Value> = page
         .iter()
         .map(|info| {
-            json!({
-                "name": info.name.to_string(),
+            let document = json!({
                 "size": info.size,
                 "lastChange": timestamp(info.last_change),
                 "loaded": tandem.registry().is_loaded(&info.name),
                 "peers": tandem.inner.peers.peers_of(&info.name),
-            })
+            });
+            with_name(document, "name", &info.name)
         })
         .collect();
     Ok(Json(json!({ "documents": documents, "nextCursor": next })).into_response())
@@ -525,15 +538,56 @@ type PresenceKey = (DocName, u64);
 /// peer of the document for as long as the state lives. Its state goes away when the client
 /// posts `null`, or [`OUTDATED_TIMEOUT`] after its last post, like a y-websocket client's.
 ///
-/// And the custom event rate of each caller per document, as a WebSocket connection has its
-/// own.
+/// And the rates of each caller: presence posts over all documents, custom events per
+/// document, as a WebSocket connection has its own.
 #[derive(Debug, Default)]
 pub(crate) struct HttpPresence {
-    clients: Mutex<HashMap<PresenceKey, mpsc::Sender<PresencePost>>>,
+    clients: Mutex<PresenceClients>,
     event_rates: Mutex<HashMap<(DocName, String), EventRate>>,
+    post_rates: Mutex<HashMap<Caller, EventRate>>,
 }
 
-/// One caller's event bucket for one document, and when it was last used.
+/// The live HTTP presence clients, who owns each, and how many each caller and document has.
+#[derive(Debug, Default)]
+struct PresenceClients {
+    tasks: HashMap<PresenceKey, PresenceTask>,
+    per_caller: HashMap<Caller, usize>,
+    per_doc: HashMap<DocName, usize>,
+}
+
+/// The task of one HTTP presence client and the caller it belongs to.
+#[derive(Debug)]
+struct PresenceTask {
+    posts: mpsc::Sender<PresencePost>,
+    owner: Caller,
+}
+
+impl PresenceClients {
+    fn insert(&mut self, key: PresenceKey, task: PresenceTask) {
+        *self.per_caller.entry(task.owner.clone()).or_default() += 1;
+        *self.per_doc.entry(key.0.clone()).or_default() += 1;
+        self.tasks.insert(key, task);
+    }
+
+    fn remove(&mut self, key: &PresenceKey) {
+        let Some(task) = self.tasks.remove(key) else {
+            return;
+        };
+        decrement(&mut self.per_caller, &task.owner);
+        decrement(&mut self.per_doc, &key.0);
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+/// One caller's token bucket, and when it was last used.
 #[derive(Debug)]
 struct EventRate {
     rate: CountRate,
@@ -543,38 +597,61 @@ struct EventRate {
 /// Buckets kept before idle ones are dropped.
 const EVENT_RATES_KEPT: usize = 4096;
 
+/// Takes one from `key`'s bucket (created full), dropping buckets idle long enough to be full
+/// again (they are the same as new ones) once [`EVENT_RATES_KEPT`] are kept; false when empty.
+fn admit_rate<K: std::hash::Hash + Eq>(
+    rates: &Mutex<HashMap<K, EventRate>>,
+    key: K,
+    per_sec: u32,
+    burst: u32,
+) -> bool {
+    if per_sec == 0 {
+        return true;
+    }
+    let now = Instant::now();
+    let mut rates = rates.lock().unwrap_or_else(PoisonError::into_inner);
+    if rates.len() >= EVENT_RATES_KEPT {
+        let refill =
+            std::time::Duration::from_secs_f64(f64::from(burst.max(1)) / f64::from(per_sec));
+        rates.retain(|_, entry| now.saturating_duration_since(entry.used) < refill);
+    }
+    let entry = rates.entry(key).or_insert_with(|| EventRate {
+        rate: CountRate::new(per_sec, burst),
+        used: now,
+    });
+    entry.used = now;
+    entry.rate.admit()
+}
+
 impl HttpPresence {
-    fn lock(&self) -> MutexGuard<'_, HashMap<PresenceKey, mpsc::Sender<PresencePost>>> {
+    fn lock(&self) -> MutexGuard<'_, PresenceClients> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes one event from `caller`'s bucket for `doc`; false when it is empty.
     fn admit_event(&self, tandem: &Tandem, doc: DocName, caller: String) -> bool {
         let config = tandem.config();
-        if config.events_per_sec == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let mut rates = self
-            .event_rates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if rates.len() >= EVENT_RATES_KEPT {
-            // A bucket idle long enough to be full again is the same as a new one.
-            let refill = std::time::Duration::from_secs_f64(
-                f64::from(config.event_burst.max(1)) / f64::from(config.events_per_sec),
-            );
-            rates.retain(|_, entry| now.saturating_duration_since(entry.used) < refill);
-        }
-        let entry = rates.entry((doc, caller)).or_insert_with(|| EventRate {
-            rate: CountRate::new(config.events_per_sec, config.event_burst),
-            used: now,
-        });
-        entry.used = now;
-        entry.rate.admit()
+        admit_rate(
+            &self.event_rates,
+            (doc, caller),
+            config.events_per_sec,
+            config.event_burst,
+        )
     }
 
-    /// Publishes (or with `None` removes) a client's state; returns the awareness clock used.
+    /// Takes one presence post from `caller`'s bucket; false when it is empty.
+    fn admit_post(&self, tandem: &Tandem, caller: &Caller) -> bool {
+        let api = &tandem.inner.api;
+        admit_rate(
+            &self.post_rates,
+            caller.clone(),
+            api.http_presence_per_sec,
+            api.http_presence_burst,
+        )
+    }
+
+    /// Publishes (or with `None` removes) a client's state for `caller`; returns the awareness
+    /// clock used.
     async fn publish(
         &self,
         tandem: &Tandem,
@@ -582,18 +659,31 @@ impl HttpPresence {
         client: u64,
         state: Option<Arc<str>>,
         subject: Option<String>,
+        caller: Caller,
     ) -> Result<u64, ApiError> {
         let key = (doc, client);
         // A task that ended between the lookup and the send is replaced once.
         for _ in 0..2 {
             let posts = {
                 let mut clients = self.lock();
-                match clients.get(&key) {
-                    Some(posts) => posts.clone(),
+                match clients.tasks.get(&key) {
+                    Some(task) if task.owner != caller => {
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "presence_not_owned",
+                            format!("the presence of client {client} belongs to another caller"),
+                        ));
+                    }
+                    Some(task) => task.posts.clone(),
                     None if state.is_none() => return Ok(0),
                     None => {
+                        check_presence_caps(tandem, &clients, &key.0, &caller)?;
                         let (posts, received) = mpsc::channel(8);
-                        clients.insert(key.clone(), posts.clone());
+                        let task = PresenceTask {
+                            posts: posts.clone(),
+                            owner: caller.clone(),
+                        };
+                        clients.insert(key.clone(), task);
                         let span = info_span!(parent: None, "presence", doc = %key.0, client);
                         tokio::spawn(
                             presence_peer(
@@ -628,12 +718,51 @@ impl HttpPresence {
     fn forget(&self, key: &PresenceKey, posts: &mpsc::Sender<PresencePost>) {
         let mut clients = self.lock();
         if clients
+            .tasks
             .get(key)
-            .is_some_and(|current| current.same_channel(posts))
+            .is_some_and(|current| current.posts.same_channel(posts))
         {
             clients.remove(key);
         }
     }
+}
+
+/// Refuses a new HTTP presence client past its caller's or its document's cap (429; a slot
+/// frees when a state is removed or expires, [`OUTDATED_TIMEOUT`] after its last post).
+fn check_presence_caps(
+    tandem: &Tandem,
+    clients: &PresenceClients,
+    doc: &DocName,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let api = &tandem.inner.api;
+    let retry = OUTDATED_TIMEOUT.as_secs();
+    let mine = clients.per_caller.get(caller).copied().unwrap_or(0);
+    if mine >= api.max_http_presence_per_caller {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "caller_presence_limit",
+            format!(
+                "this caller already publishes {mine} presence client ids (at most {}); \
+                 remove one by posting null",
+                api.max_http_presence_per_caller
+            ),
+        )
+        .retry_after(retry));
+    }
+    let in_doc = clients.per_doc.get(doc).copied().unwrap_or(0);
+    if in_doc >= api.max_http_presence_per_doc {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "document_presence_limit",
+            format!(
+                "the document already has {in_doc} HTTP presence client ids (at most {})",
+                api.max_http_presence_per_doc
+            ),
+        )
+        .retry_after(retry));
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch: awareness clocks of HTTP clients, so that a client

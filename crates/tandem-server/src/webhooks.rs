@@ -38,7 +38,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::api::timestamp;
+use crate::api::{timestamp, with_name};
 use crate::metrics::{DeliveryResult, Metrics};
 use crate::peers::PeerEntry;
 
@@ -496,9 +496,9 @@ impl Dispatcher {
                 }
                 let body = json!({
                     "type": "document.changed",
-                    "doc": doc.to_string(),
                     "changedAt": timestamp(SystemTime::now()),
                 });
+                let body = with_name(body, "doc", &doc);
                 let key = self.next_burst_key;
                 self.next_burst_key += 1;
                 self.records(body, || Owner::Burst {
@@ -529,12 +529,12 @@ impl Dispatcher {
     fn peer_event(&mut self, kind: &str, peer: PeerId, entry: PeerEntry) {
         let body = json!({
             "type": kind,
-            "doc": entry.doc.to_string(),
             "peer": peer.0,
             "sub": entry.subject,
             "transport": entry.kind.as_str(),
             "at": timestamp(SystemTime::now()),
         });
+        let body = with_name(body, "doc", &entry.doc);
         self.records(body, || Owner::Now);
     }
 

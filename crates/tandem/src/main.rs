@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use tandem_core::auth::jwt::unix_now;
+use tandem_core::auth::jwt::{unix_now, MAX_EXP_SECS};
 use tandem_core::auth::{AllowAll, JwtAuthorizer, JwtClaims, JwtSigner};
 use tandem_core::config as doc_defaults;
 use tandem_core::store::check_document;
@@ -264,6 +264,25 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_STATUS_TOP", default_value_t = tandem_server::DEFAULT_STATUS_TOP)]
     status_top: usize,
 
+    /// HTTP presence client ids one caller (token `sub`, else IP address) may hold at once,
+    /// over all documents (a new one past it: 429 `caller_presence_limit`).
+    #[arg(long, env = "TANDEM_MAX_HTTP_PRESENCE_PER_CALLER", default_value_t = tandem_server::DEFAULT_MAX_HTTP_PRESENCE_PER_CALLER)]
+    max_http_presence_per_caller: usize,
+
+    /// HTTP presence client ids one document may have at once (a new one past it: 429
+    /// `document_presence_limit`).
+    #[arg(long, env = "TANDEM_MAX_HTTP_PRESENCE_PER_DOC", default_value_t = tandem_server::DEFAULT_MAX_HTTP_PRESENCE_PER_DOC)]
+    max_http_presence_per_doc: usize,
+
+    /// Presence posts one caller may send per second, sustained; 0 turns the limit off (over
+    /// it: 429 `rate_limited` with `Retry-After`).
+    #[arg(long, env = "TANDEM_HTTP_PRESENCE_PER_SEC", default_value_t = tandem_server::DEFAULT_HTTP_PRESENCE_PER_SEC)]
+    http_presence_per_sec: u32,
+
+    /// Presence posts one caller may send in a burst above the sustained rate.
+    #[arg(long, env = "TANDEM_HTTP_PRESENCE_BURST", default_value_t = tandem_server::DEFAULT_HTTP_PRESENCE_BURST)]
+    http_presence_burst: u32,
+
     /// A URL that receives webhooks (repeat, or separate with commas).
     #[arg(
         long = "webhook-url",
@@ -423,6 +442,10 @@ impl ServeArgs {
             sse_json_interval: self.sse_json_interval,
             max_stream_docs: self.max_stream_docs,
             status_top: self.status_top,
+            max_http_presence_per_caller: self.max_http_presence_per_caller,
+            max_http_presence_per_doc: self.max_http_presence_per_doc,
+            http_presence_per_sec: self.http_presence_per_sec,
+            http_presence_burst: self.http_presence_burst,
         }
     }
 
@@ -585,9 +608,16 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         bail!("the rights {:?} grant nothing", args.rights);
     }
     let now = unix_now();
+    let exp = now.saturating_add(args.ttl.as_secs().max(1));
+    if exp > MAX_EXP_SECS {
+        bail!(
+            "--ttl {:?} ends after the year 9999, which servers refuse",
+            args.ttl
+        );
+    }
     let claims = JwtClaims {
         sub: args.sub,
-        exp: now + args.ttl.as_secs().max(1),
+        exp,
         nbf: None,
         iat: Some(now),
         aud: args.aud,

@@ -154,3 +154,54 @@ fn bad_token_requests_fail_clearly() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least 32"));
 }
+
+/// Runs `tandem` to its end, killing it (and failing) if it is still running after 30 s: a
+/// command expected to refuse must not be left serving.
+fn run_to_exit(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() >= deadline {
+            child.kill().expect("kill");
+            let output = child.wait_with_output().expect("wait");
+            panic!("still running after 30 s: {output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn guessable_secrets_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, contents, why) in [
+        (
+            "spaces.key",
+            format!("{}\n", " ".repeat(32)),
+            "only whitespace",
+        ),
+        ("repeated.key", "x".repeat(48), "too repetitive"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).expect("write secret");
+        let data = dir.path().join(format!("data-{name}"));
+        let output = run_to_exit(
+            tandem()
+                .args(["serve", "--addr", "127.0.0.1:0", "--jwt-secret-file"])
+                .arg(&path)
+                .arg("--data-dir")
+                .arg(&data),
+        );
+        assert!(!output.status.success(), "{name} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(why) && stderr.contains(name),
+            "unhelpful error for {name}: {stderr}"
+        );
+        assert!(!data.exists(), "the store was opened with {name}");
+    }
+}

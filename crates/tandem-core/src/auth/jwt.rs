@@ -29,6 +29,20 @@ use crate::name::DocName;
 /// The shortest HS256 secret accepted: 256 bits, the size of the hash (RFC 7518 §3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The fewest different byte values an HS256 secret must contain.
+///
+/// Length alone does not make a key: 32 spaces or `abab…` pass a length check and are guessed
+/// at once. Random secrets have far more (32 random hex digits hold about 13 of the 16, 48
+/// random bytes in base64 about 35); a secret with fewer is refused at start.
+pub const MIN_SECRET_DISTINCT_BYTES: usize = 8;
+
+/// The latest expiry a token may name: 9999-12-31T23:59:59Z, in seconds since the Unix epoch.
+///
+/// A grant's expiry becomes a `SystemTime` and then a connection's `Instant` deadline; an `exp`
+/// near 2^63 seconds overflowed that arithmetic and panicked the request handler. No real token
+/// needs a later expiry, so a later one is refused (401) before anything computes with it.
+pub const MAX_EXP_SECS: u64 = 253_402_300_799;
+
 /// The claims of a Tandem token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwtClaims {
@@ -68,6 +82,13 @@ pub enum JwtKeyError {
     /// An HS256 secret shorter than [`MIN_SECRET_BYTES`].
     #[error("the secret has {0} bytes; HS256 needs at least {MIN_SECRET_BYTES}")]
     SecretTooShort(usize),
+    /// An HS256 secret that is long enough but guessable: only whitespace, or fewer than
+    /// [`MIN_SECRET_DISTINCT_BYTES`] different bytes (one byte repeated, a short pattern).
+    #[error(
+        "the secret is {0} (HS256 needs at least {MIN_SECRET_DISTINCT_BYTES} different bytes, not \
+         all whitespace); use random bytes, e.g. `head -c 48 /dev/urandom | base64`"
+    )]
+    WeakSecret(&'static str),
     /// PEM that holds no RSA, P-256 or Ed25519 key of the expected kind.
     #[error("not a PEM-encoded {0} key (RSA, EC P-256 or Ed25519)")]
     UnsupportedKey(&'static str),
@@ -147,9 +168,15 @@ impl JwtAuthorizer {
     /// Checks a token's signature and time limits and returns who it names and what it grants
     /// per pattern.
     fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
-        jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
+        let claims = jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|error| AuthError::Unauthenticated(describe(error.kind()).to_owned()))
+            .map_err(|error| AuthError::Unauthenticated(describe(error.kind()).to_owned()))?;
+        if claims.exp > MAX_EXP_SECS {
+            return Err(AuthError::Unauthenticated(
+                "token expiry out of range".to_owned(),
+            ));
+        }
+        Ok(claims)
     }
 }
 
@@ -254,6 +281,16 @@ fn check_secret(secret: &[u8]) -> Result<(), JwtKeyError> {
     if secret.len() < MIN_SECRET_BYTES {
         return Err(JwtKeyError::SecretTooShort(secret.len()));
     }
+    if secret.iter().all(u8::is_ascii_whitespace) {
+        return Err(JwtKeyError::WeakSecret("only whitespace"));
+    }
+    let mut seen = [false; 256];
+    for &byte in secret {
+        seen[usize::from(byte)] = true;
+    }
+    if seen.iter().filter(|&&seen| seen).count() < MIN_SECRET_DISTINCT_BYTES {
+        return Err(JwtKeyError::WeakSecret("too repetitive"));
+    }
     Ok(())
 }
 
@@ -344,11 +381,64 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn absurd_expiries_are_refused_not_overflowed() {
+        let signer = JwtSigner::hs256(SECRET).expect("secret");
+        let authorizer = JwtAuthorizer::hs256(SECRET).expect("secret");
+        for exp in [MAX_EXP_SECS + 1, 9_300_000_000_000_000_000, u64::MAX] {
+            let token = signer
+                .sign(&claims(&[("*", &["read"])], exp))
+                .expect("sign");
+            assert_eq!(
+                authorize(&authorizer, &token, "a").await,
+                Err(AuthError::Unauthenticated(
+                    "token expiry out of range".into()
+                )),
+                "exp {exp}"
+            );
+        }
+        let token = signer
+            .sign(&claims(&[("*", &["read"])], MAX_EXP_SECS))
+            .expect("sign");
+        let grant = authorize(&authorizer, &token, "a").await.expect("grant");
+        assert_eq!(
+            grant.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(MAX_EXP_SECS))
+        );
+    }
+
     #[test]
     fn short_secrets_are_refused() {
         assert!(matches!(
             JwtAuthorizer::hs256(b"short"),
             Err(JwtKeyError::SecretTooShort(5))
         ));
+    }
+
+    #[test]
+    fn guessable_secrets_are_refused() {
+        let weak: [&[u8]; 5] = [
+            &[b' '; 32],
+            b" \t\n\r \t\n\r \t\n\r \t\n\r \t\n\r \t\n\r \t\n\r \t\n\r ",
+            &[b'a'; 64],
+            &[0; 32],
+            b"abcdefgabcdefgabcdefgabcdefgabcdefg",
+        ];
+        for secret in weak {
+            assert!(
+                matches!(
+                    JwtAuthorizer::hs256(secret),
+                    Err(JwtKeyError::WeakSecret(_))
+                ),
+                "accepted {secret:?}"
+            );
+            assert!(
+                matches!(JwtSigner::hs256(secret), Err(JwtKeyError::WeakSecret(_))),
+                "signer accepted {secret:?}"
+            );
+        }
+        // Eight different bytes is the least accepted; a random hex secret has more.
+        assert!(JwtAuthorizer::hs256(b"abcdefghabcdefghabcdefghabcdefgh").is_ok());
+        assert!(JwtAuthorizer::hs256(b"3f9a61c0d2b7e8455ac1f07e9d3b2a68").is_ok());
     }
 }
