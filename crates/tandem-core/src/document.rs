@@ -254,10 +254,12 @@ impl Document {
 /// scratch document makes yrs infer their types, without declaring anything on the live one.
 ///
 /// The copy and the conversion recurse as deep as the document's types nest, so the nesting
-/// is measured first, without recursion: a document nesting deeper than [`MAX_TYPE_NESTING`]
-/// (possible only in one stored before the limit) is refused.
+/// is measured first, without recursion, on the document's encoding (yrs' own iterators loop
+/// forever over a root whose type was never declared): a document nesting deeper than
+/// [`MAX_TYPE_NESTING`] (possible only in one stored before the limit) is refused.
 pub fn json_of(txn: &Transaction<'_>) -> Result<Value, DocError> {
-    if nests_deeper_than(txn, MAX_TYPE_NESTING.into()) {
+    let state = txn.encode_state_as_update_v1(&StateVector::default());
+    if crate::nesting::deepest_in(&state).map_or(true, |depth| depth > MAX_TYPE_NESTING) {
         return Err(DocError::NestedTooDeeply {
             limit: MAX_TYPE_NESTING,
         });
@@ -277,52 +279,6 @@ pub fn json_of(txn: &Transaction<'_>) -> Result<Value, DocError> {
             .map(|(name, value)| (name.to_owned(), root_json(value, &copy)))
             .collect(),
     ))
-}
-
-/// Whether any shared type sits deeper than `limit` (a root at depth 1), walked with a stack
-/// of its own instead of recursion.
-fn nests_deeper_than(txn: &Transaction<'_>, limit: usize) -> bool {
-    let mut stack: Vec<(Out, usize)> = txn.root_refs().map(|(_, root)| (root, 1)).collect();
-    while let Some((value, depth)) = stack.pop() {
-        if depth > limit {
-            return true;
-        }
-        let mut children = Vec::new();
-        match value {
-            Out::YMap(map) => children.extend(map.iter(txn).map(|(_, v)| v)),
-            Out::YArray(array) => children.extend(array.iter(txn)),
-            Out::YText(text) => children.extend(
-                text.diff(txn, YChange::identity)
-                    .into_iter()
-                    .map(|d| d.insert),
-            ),
-            Out::YXmlText(text) => {
-                children.extend(
-                    text.diff(txn, YChange::identity)
-                        .into_iter()
-                        .map(|d| d.insert),
-                );
-                children.extend(text.attributes(txn).map(|(_, v)| v));
-            }
-            Out::YXmlElement(element) => {
-                children.extend(element.attributes(txn).map(|(_, v)| v));
-                children.extend(element.children(txn).map(Out::from));
-            }
-            Out::YXmlFragment(fragment) => children.extend(fragment.children(txn).map(Out::from)),
-            Out::UndefinedRef(branch) => {
-                children.extend(yrs::MapRef::from(branch).iter(txn).map(|(_, v)| v));
-                children.extend(yrs::ArrayRef::from(branch).iter(txn));
-            }
-            _ => {}
-        }
-        stack.extend(
-            children
-                .into_iter()
-                .filter(|child| !matches!(child, Out::Any(_)))
-                .map(|child| (child, depth + 1)),
-        );
-    }
-    false
 }
 
 /// A root's JSON. Updates do not say which type a root is; yrs infers a root of XML nodes to be
