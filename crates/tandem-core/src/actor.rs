@@ -68,7 +68,7 @@ pub enum DocError {
     #[error("document was deleted")]
     Deleted,
     /// The document nests shared types deeper than
-    /// [`MAX_TYPE_NESTING`](crate::nesting::MAX_TYPE_NESTING) (it was stored before the limit
+    /// [`MAX_TYPE_NESTING`] (it was stored before the limit
     /// existed), too deep to walk safely.
     #[error("the document nests shared types deeper than {limit}")]
     NestedTooDeeply {
@@ -93,7 +93,7 @@ pub enum UpdateError {
     #[error("update could not be integrated: {0}")]
     Invalid(String),
     /// The update would nest a shared type deeper than
-    /// [`MAX_TYPE_NESTING`](crate::nesting::MAX_TYPE_NESTING); nothing of it was applied.
+    /// [`MAX_TYPE_NESTING`]; nothing of it was applied.
     #[error("the update nests shared types {depth} deep, deeper than the limit of {limit}")]
     TooDeep {
         /// The depth the update asked for.

@@ -9,7 +9,7 @@
 //!
 //! The update's bytes say where each item belongs, but often only indirectly: Yjs encodes an
 //! item's parent only when the item has no neighbour, otherwise the item lives beside its left
-//! (or right) origin, wherever that is. The [`NestingIndex`] answers that for items already in
+//! (or right) origin, wherever that is. The `NestingIndex` answers that for items already in
 //! the document: for every run of clocks of one client it keeps the depth of the type the
 //! items were placed in. Runs merge while the depth stays the same, so a text typed by one
 //! client is one run, whatever its length.
@@ -73,7 +73,7 @@ enum Resolution {
 }
 
 /// Where the items of one update say they belong, findable by id: what
-/// [`NestingIndex::check`] judges. Read off the update's bytes by the preflight walk.
+/// `NestingIndex::check` judges. Read off the update's bytes by the preflight walk.
 #[derive(Debug, Default)]
 pub struct Layout {
     structs: Vec<Struct>,
