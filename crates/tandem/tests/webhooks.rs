@@ -167,6 +167,9 @@ async fn sigterm_after_a_burst_exits_cleanly_and_every_change_is_delivered_after
         "10m",
         "--shutdown-timeout",
         SHUTDOWN_TIMEOUT,
+        // One caller creates every document of the burst.
+        "--doc-creations-per-min",
+        "0",
     ];
     let server = support::start(&data, &args).expect("start");
     let client = reqwest::Client::new();
